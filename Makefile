@@ -1,0 +1,55 @@
+# Two commands do everything: `make run` (download, then analyse) and `make test`.
+# Every target creates the virtual environment first when it is missing or out of date.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+RESULTS := results
+# Notebooks in reading order; `make run` executes them in this order.
+NOTEBOOKS := 01_download_snowflakes 02_most_unique_snowflake
+
+.PHONY: setup run test lab bench lint format clean distclean
+
+setup: $(STAMP)
+
+# Reinstall whenever a requirements file changes.
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	touch $@
+
+run: $(STAMP)
+	mkdir -p $(RESULTS)
+	cd notebooks && for nb in $(NOTEBOOKS); do \
+		../$(BIN)/papermill --cwd . $$nb.ipynb ../$(RESULTS)/$$nb.ipynb || exit 1; \
+	done
+	@echo "Executed notebooks, figures and tables are in $(RESULTS)/"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lab: $(STAMP)
+	cd notebooks && ../$(BIN)/jupyter lab
+
+bench: $(STAMP)
+	mkdir -p $(RESULTS)
+	$(BIN)/python benchmarks/run.py --out $(RESULTS)/bench.md
+
+lint: $(STAMP)
+	$(BIN)/ruff check notebooks tests benchmarks
+	$(BIN)/ruff format --check notebooks tests benchmarks
+	$(BIN)/nbstripout --verify notebooks/*.ipynb
+
+format: $(STAMP)
+	$(BIN)/ruff format notebooks tests benchmarks
+	$(BIN)/ruff check --fix notebooks tests benchmarks
+	$(BIN)/nbstripout --keep-id notebooks/*.ipynb
+
+clean:
+	rm -rf $(RESULTS) .pytest_cache .ruff_cache
+	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,14 @@
+"""Tested plumbing for the snowflake notebooks.
+
+The notebooks keep the teaching steps; this package keeps what is hard to get right but teaches
+little. Import modules by name, e.g. ``from snowflake_tools import search``.
+
+Modules:
+    files     -- atomic writes, safe file names, the image manifest
+    scrape    -- polite crawling and downloading of the gallery (notebook 01)
+    demo      -- synthetic snow crystals for offline runs (notebook 01)
+    images    -- listing and robust loading of images (notebook 02)
+    features  -- VGG16 feature extraction with a cache (notebook 02)
+    search    -- nearest distinct neighbours with FAISS (notebook 02)
+    plots     -- montages and result figures
+"""

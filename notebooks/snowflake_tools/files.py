@@ -1,0 +1,153 @@
+"""Files on disk: atomic writes, safe names and the manifest of downloaded images.
+
+Every writer here goes through a temporary file in the target folder and ``os.replace``, so a
+crash or an interrupted kernel never leaves a half-written image, CSV or cache entry behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import tempfile
+import unicodedata
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+
+import pandas as pd
+
+#: File endings treated as images, compared in lower case (``.JPG`` counts).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif")
+
+#: Name of the manifest that notebook 01 writes beside the images.
+MANIFEST_NAME = "manifest.csv"
+
+#: Columns of the manifest, in order: one row per saved image.
+MANIFEST_COLUMNS = ["file", "url", "page", "sha256", "width", "height"]
+
+
+def is_image_name(name: str) -> bool:
+    """True when ``name`` ends in one of ``IMAGE_SUFFIXES``, in any letter case."""
+    return name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex SHA-256 of ``data``: the identity of an image's content."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's content, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it into place only if the block succeeds.
+
+    The temporary file lives in the same folder so that ``os.replace`` is atomic. On an
+    exception it is removed and ``path`` keeps whatever it held before.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(
+        dir=target.parent, prefix=f".{target.name}.", suffix=".part"
+    )
+    os.close(handle)
+    temporary = Path(temporary)
+    try:
+        yield temporary
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (all or nothing) and return the path."""
+    with atomic_path(path) as temporary:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically and return the path."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_csv(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write ``frame`` as CSV (without the pandas index) atomically and return the path."""
+    return atomic_write_text(path, frame.to_csv(index=False))
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_file_name(name: str, default: str = "image", max_length: int = 80) -> str:
+    """Turn any string (a URL's last segment, say) into a harmless file name.
+
+    Folder parts are dropped, accents are folded to ASCII, anything but letters, digits,
+    ``.``, ``_`` and ``-`` becomes ``_``, and leading dots go, so the result can never
+    climb out of its folder (``../../etc/passwd`` becomes ``passwd``) nor hide itself.
+    """
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    name = _UNSAFE.sub("_", name).strip("._-")
+    if not name:
+        return default
+    if len(name) > max_length:
+        stem, dot, suffix = name.rpartition(".")
+        if dot and len(suffix) <= 5:
+            name = stem[: max_length - len(suffix) - 1] + "." + suffix
+        else:
+            name = name[:max_length]
+    return name
+
+
+def unique_file_name(name: str, taken: Iterable[str], tag: str) -> str:
+    """Return ``name``, or ``stem-<tag>.ext`` when ``name`` is already in ``taken``.
+
+    ``taken`` is compared case-insensitively because some file systems are. ``tag`` (a few
+    characters of the content hash, say) keeps the result stable from one run to the next.
+    """
+    taken_lower = {item.lower() for item in taken}
+    if name.lower() not in taken_lower:
+        return name
+    stem, dot, suffix = name.rpartition(".")
+    stem, suffix = (stem, "." + suffix) if dot else (name, "")
+    candidate = f"{stem}-{tag}{suffix}"
+    counter = 2
+    while candidate.lower() in taken_lower:
+        candidate = f"{stem}-{tag}-{counter}{suffix}"
+        counter += 1
+    return candidate
+
+
+def read_manifest(image_dir: str | os.PathLike) -> pd.DataFrame:
+    """The manifest of ``image_dir`` as a DataFrame; empty (with its columns) if there is none."""
+    path = Path(image_dir) / MANIFEST_NAME
+    if not path.exists():
+        return pd.DataFrame(columns=MANIFEST_COLUMNS)
+    frame = pd.read_csv(path, dtype={"file": str, "url": str, "page": str, "sha256": str})
+    missing = [column for column in MANIFEST_COLUMNS if column not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"{path} lacks the columns {missing}. Delete it and run "
+            "01_download_snowflakes.ipynb again to rebuild it."
+        )
+    return frame[MANIFEST_COLUMNS]
+
+
+def write_manifest(image_dir: str | os.PathLike, rows: Iterable[Mapping]) -> pd.DataFrame:
+    """Write the manifest of ``image_dir`` atomically, sorted by file name, and return it."""
+    frame = pd.DataFrame(list(rows), columns=MANIFEST_COLUMNS)
+    frame = frame.sort_values("file", kind="stable").reset_index(drop=True)
+    atomic_write_csv(frame, Path(image_dir) / MANIFEST_NAME)
+    return frame
