@@ -72,7 +72,6 @@ def nearest_distinct_neighbours(features: np.ndarray) -> pd.DataFrame:
     searched in a single batched call.
     """
     features = _check_features(features)
-    n_rows = len(features)
     groups = exact_duplicate_groups(features)
     group_sizes = np.bincount(groups)
     first_rows = np.unique(groups, return_index=True)[1]  # representative row of each group
