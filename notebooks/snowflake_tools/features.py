@@ -1,0 +1,227 @@
+"""VGG16 features: building the model, extracting in batches, caching on disk (notebook 02).
+
+The notebook shows the ideas (a pretrained network cut at a convolutional layer, one feature
+vector per image); this module adds what a real run needs: a weights fallback for machines
+without internet, bounded memory, progress, and a cache so that a re-run skips the network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+from keras.applications import vgg16
+from tqdm.auto import tqdm
+
+from snowflake_tools import files, images
+
+#: Weights modes recorded in run.json and stamped on figures.
+IMAGENET, RANDOM = "imagenet", "random"
+
+_BANNER = """
+{line}
+  DEMO MODE: the ImageNet weights could not be loaded ({reason}).
+  VGG16 runs with RANDOM weights: the pipeline works end to end, but the ranking
+  says little about snowflakes. Every figure is stamped DEMO.
+  For the real thing: run once with internet (WEIGHTS = "imagenet"), or set WEIGHTS
+  to the path of vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5.
+{line}"""
+
+
+def load_vgg16(weights: str | None, image_size: int = 224, seed: int = 0):
+    """VGG16 without its classifier, and the weights mode actually used.
+
+    Args:
+        weights: ``"imagenet"`` (downloaded once by Keras, about 58 MB, then cached in
+            ``~/.keras/models``), a path to a Keras weights file (for machines without
+            internet), ``None`` for random weights, or ``"auto"``: ImageNet when it can be had,
+            random otherwise, with a loud banner.
+        image_size: side of the square input images, in pixels (32 or more).
+        seed: seed of the random weights, so that a random run is reproducible and its
+            feature cache stays valid.
+
+    Returns:
+        ``(model, mode)`` where mode is ``"imagenet"``, ``"random"`` or ``"file:<name>"``.
+    """
+    if image_size < 32:
+        raise ValueError(f"IMAGE_SIZE must be at least 32 pixels for VGG16, got {image_size}.")
+    shape = (image_size, image_size, 3)
+    if weights is None:
+        keras.utils.set_random_seed(seed)
+        return vgg16.VGG16(weights=None, include_top=False, input_shape=shape), RANDOM
+    if weights in ("imagenet", "auto"):
+        try:
+            return vgg16.VGG16(weights="imagenet", include_top=False, input_shape=shape), IMAGENET
+        except Exception as error:  # no internet, a proxy, a broken download...
+            if weights == "imagenet":
+                raise RuntimeError(
+                    "Could not load the ImageNet weights for VGG16 "
+                    f"({type(error).__name__}: {error}). Without internet, set WEIGHTS to the "
+                    'path of a weights file, or to "auto" or None for random weights.'
+                ) from error
+            print(_BANNER.format(line="!" * 78, reason=f"{type(error).__name__}: {error}"))
+            return load_vgg16(None, image_size, seed)
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f'WEIGHTS = {weights!r} is not a file. Use "imagenet", "auto", None, or the path '
+            "of vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5."
+        )
+    model = vgg16.VGG16(weights=str(path), include_top=False, input_shape=shape)
+    return model, f"file:{path.name}"
+
+
+def cut_at_layer(model: keras.Model, layer: str) -> keras.Model:
+    """A model with the same input as ``model`` whose output is the layer named ``layer``.
+
+    An unknown name raises ValueError listing the layers there are, convolutional ones first.
+    """
+    names = [item.name for item in model.layers]
+    if layer not in names:
+        convolutional = [name for name in names if "conv" in name]
+        others = [name for name in names if "conv" not in name]
+        raise ValueError(
+            f"{model.name} has no layer {layer!r}. Convolutional layers: "
+            f"{', '.join(convolutional)}. Others: {', '.join(others)}."
+        )
+    return keras.Model(model.input, model.get_layer(layer).output, name=f"{model.name}_{layer}")
+
+
+def fingerprint(model: keras.Model) -> str:
+    """A short hash of the model's architecture and weights: part of every cache key.
+
+    Two random initialisations, or a different weights file, give different fingerprints, so
+    features computed by one model are never served for another.
+    """
+    digest = hashlib.blake2b(digest_size=8)
+    for layer in model.layers:
+        if not isinstance(layer, keras.layers.InputLayer):  # input names are numbered per session
+            digest.update(f"{type(layer).__name__}:{layer.name}:{layer.output.shape};".encode())
+    for weight in model.get_weights():
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    return digest.hexdigest()
+
+
+@dataclasses.dataclass
+class Extraction:
+    """What :func:`extract_features` returns.
+
+    Attributes:
+        features: float32 array ``(n_loaded, n_values)``, one flattened feature map per image.
+        paths: the images behind the rows of ``features``, in the same order.
+        skipped: DataFrame ``file, reason`` of images that could not be read.
+        n_cached: how many rows came from the cache instead of the network.
+        seconds: wall time of the whole extraction.
+    """
+
+    features: np.ndarray
+    paths: list[Path]
+    skipped: pd.DataFrame
+    n_cached: int
+    seconds: float
+
+
+def cache_folder(cache_dir: str | os.PathLike, model: keras.Model, image_size: int) -> Path:
+    """The folder holding cached features of this model (architecture, weights, layer) and size."""
+    return Path(cache_dir) / f"{model.name}-{image_size}px-{fingerprint(model)}"
+
+
+def extract_features(
+    model: keras.Model,
+    paths: Sequence[str | os.PathLike],
+    batch_size: int = 16,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> Extraction:
+    """Run every image through ``model`` and flatten each output into one row.
+
+    Images are decoded one batch at a time, so memory holds the feature matrix plus one batch
+    of pixels, never all the pixels at once. With ``cache_dir``, each image's features are
+    stored under the SHA-256 of its file, inside a folder named after the model's weights and
+    the image size: a re-run reads them back instead of running the network, and an edited
+    image is recomputed. Unreadable images are skipped and listed, never fatal.
+    """
+    started = time.perf_counter()
+    image_size = int(model.input.shape[1])
+    n_values = int(np.prod(model.output.shape[1:]))
+    folder = cache_folder(cache_dir, model, image_size) if cache_dir is not None else None
+    features = np.empty((len(paths), n_values), dtype=np.float32)
+    kept: list[Path] = []
+    skipped: list[dict] = []
+    pending: list[tuple[int, Path, str]] = []  # (row, path, sha256) still to compute
+    n_cached = 0
+    for path in map(Path, paths):
+        key = files.sha256_file(path)
+        cached = _read_cached(folder, key, n_values)
+        if cached is not None:
+            features[len(kept)] = cached
+            n_cached += 1
+        else:
+            pending.append((len(kept), path, key))
+        kept.append(path)
+
+    bar = tqdm(total=len(pending), desc="Extracting features", unit="img", disable=not progress)
+    failed_rows: list[int] = []
+    for start in range(0, len(pending), batch_size):
+        batch = pending[start : start + batch_size]
+        pixels, loaded = _load_batch(batch, image_size, skipped, failed_rows)
+        if loaded:
+            outputs = model.predict_on_batch(vgg16.preprocess_input(pixels))
+            outputs = np.asarray(outputs, dtype=np.float32).reshape(len(loaded), -1)
+            for (row, _, key), values in zip(loaded, outputs, strict=True):
+                features[row] = values
+                _write_cached(folder, key, values)
+        bar.update(len(batch))
+    bar.close()
+
+    keep = np.setdiff1d(np.arange(len(kept)), failed_rows)
+    if failed_rows:
+        features = features[keep]  # copies only when something was skipped
+    return Extraction(
+        features=features,
+        paths=[kept[row] for row in keep],
+        skipped=pd.DataFrame(skipped, columns=["file", "reason"]),
+        n_cached=n_cached,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _load_batch(batch, image_size, skipped, failed_rows):
+    """Decode one batch; unreadable images go to ``skipped`` and ``failed_rows``."""
+    pixels, loaded = [], []
+    for row, path, key in batch:
+        try:
+            pixels.append(images.load_image(path, image_size))
+            loaded.append((row, path, key))
+        except images.UnreadableImageError as error:
+            skipped.append({"file": str(path), "reason": str(error.__cause__ or error)})
+            failed_rows.append(row)
+    return (np.stack(pixels) if pixels else None), loaded
+
+
+def _read_cached(folder: Path | None, key: str, n_values: int) -> np.ndarray | None:
+    """Cached features for one image, or None when absent or unusable."""
+    if folder is None:
+        return None
+    path = folder / f"{key}.npy"
+    try:
+        values = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    return values if values.shape == (n_values,) and values.dtype == np.float32 else None
+
+
+def _write_cached(folder: Path | None, key: str, values: np.ndarray) -> None:
+    """Store one image's features atomically (a crash never leaves a broken entry)."""
+    if folder is None:
+        return
+    with files.atomic_path(folder / f"{key}.npy") as temporary:
+        with open(temporary, "wb") as handle:
+            np.save(handle, values, allow_pickle=False)

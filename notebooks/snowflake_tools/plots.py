@@ -1,0 +1,139 @@
+"""Figures: montages of flakes, the distance box plot and the most-unique gallery.
+
+Each function returns a matplotlib Figure, so the notebook decides whether to show it, save it
+(:func:`save_figure`) or both. Runs with random weights pass ``demo=True`` and get DEMO
+stamped across the figure, so a demo picture can never be mistaken for a real result.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from PIL import Image
+
+from snowflake_tools import files, images
+
+
+def save_figure(figure: Figure, path: str | os.PathLike, dpi: int = 120) -> Path:
+    """Save ``figure`` atomically (the format follows the file ending) and return the path."""
+    path = Path(path)
+    with files.atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip("."))
+    return path
+
+
+def stamp_demo(figure: Figure, why: str = "random weights") -> Figure:
+    """Write a large, faint DEMO across ``figure`` and say why at the bottom."""
+    figure.text(
+        0.5, 0.5, "DEMO", fontsize=90, color="red", alpha=0.18, rotation=30,
+        ha="center", va="center", weight="bold", zorder=100,
+    )  # fmt: skip
+    figure.text(0.5, 0.0, f"DEMO: {why}", color="red", ha="center", va="top", fontsize=10)
+    return figure
+
+
+def read_for_display(path: str | os.PathLike) -> np.ndarray:
+    """An image as uint8 RGB in its own proportions, for showing (not for the model)."""
+    with Image.open(path) as image:
+        image.seek(0)
+        return np.asarray(images.to_rgb(image))
+
+
+def show_flakes(
+    paths: Sequence[str | os.PathLike],
+    titles: Sequence[str] | None = None,
+    columns: int = 6,
+    tile_inches: float = 2.0,
+    suptitle: str | None = None,
+    demo: bool = False,
+) -> Figure:
+    """A grid of images with a title under each (the file name by default)."""
+    rows = max(1, math.ceil(len(paths) / columns))
+    columns = min(columns, max(1, len(paths)))
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(columns * tile_inches, rows * tile_inches * 1.1), squeeze=False
+    )
+    titles = list(titles) if titles is not None else [Path(p).name for p in paths]
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, path, title in zip(axes.flat, paths, titles, strict=False):
+        axis.imshow(read_for_display(path))
+        axis.set_title(title, fontsize=8)
+    if suptitle:
+        figure.suptitle(suptitle)
+    figure.tight_layout()
+    return stamp_demo(figure) if demo else figure
+
+
+def outliers(distances: pd.Series) -> pd.Series:
+    """Boolean mask of values above Q3 + 1.5 IQR: the points a box plot draws separately."""
+    q1, q3 = distances.quantile([0.25, 0.75])
+    return distances > q3 + 1.5 * (q3 - q1)
+
+
+def plot_distances(ranking: pd.DataFrame, max_labels: int = 12, demo: bool = False) -> Figure:
+    """Box plot of every flake's distance to its nearest distinct neighbour.
+
+    Each flake is a dot; outliers (the candidates for "most unique") carry their file names,
+    the farthest ``max_labels`` of them, so the plot stays readable.
+    """
+    distances = ranking["distance"].dropna()
+    files_ = ranking.loc[distances.index, "file"]
+    figure, axis = plt.subplots(figsize=(10, 3.8))
+    axis.boxplot(distances, vert=False, widths=0.5, showfliers=False)
+    jitter = np.random.default_rng(0).uniform(-0.12, 0.12, len(distances))
+    is_outlier = outliers(distances).to_numpy()
+    axis.scatter(distances[~is_outlier], 1 + jitter[~is_outlier], s=12, alpha=0.6, color="C0")
+    axis.scatter(distances[is_outlier], 1 + jitter[is_outlier], s=30, color="C3", label="outlier")
+    labelled = distances[is_outlier].sort_values(ascending=False).head(max_labels)
+    for order, (row, value) in enumerate(labelled.items()):
+        axis.annotate(
+            files_[row], (value, 1 + jitter[distances.index.get_loc(row)]),
+            xytext=(0, 14 + 11 * (order % 4)), textcoords="offset points",
+            rotation=20, fontsize=8, ha="left", color="C3",
+            arrowprops={"arrowstyle": "-", "color": "C3", "lw": 0.6},
+        )  # fmt: skip
+    axis.set_yticks([])
+    axis.set_xlabel("squared L2 distance to the nearest distinct flake")
+    axis.set_title(
+        f"How far is each flake from its nearest look-alike? ({len(distances)} flakes, "
+        f"{int(is_outlier.sum())} outliers, median {distances.median():.4g})"
+    )
+    if is_outlier.any():
+        axis.legend(loc="lower right")
+    figure.tight_layout()
+    return stamp_demo(figure) if demo else figure
+
+
+def plot_most_unique(
+    ranking: pd.DataFrame, image_dir: str | os.PathLike, top_n: int = 3, demo: bool = False
+) -> Figure:
+    """The ``top_n`` most unique flakes (left) beside their nearest distinct neighbour (right).
+
+    Titles carry the rank, the file names, the distance and how it compares to the median
+    distance, so the figure can be read without the table.
+    """
+    top = ranking.dropna(subset=["distance"]).head(top_n)
+    median = ranking["distance"].median()
+    figure, axes = plt.subplots(len(top), 2, figsize=(7, 3.4 * len(top)), squeeze=False)
+    for (left, right), row in zip(axes, top.itertuples(), strict=True):
+        left.imshow(read_for_display(Path(image_dir) / row.file))
+        left.set_title(f"Unique rank {row.rank}\n{row.file}", fontsize=10, weight="bold")
+        right.imshow(read_for_display(Path(image_dir) / row.nearest_file))
+        right.set_title(
+            f"its nearest look-alike\n{row.nearest_file}\n"
+            f"L2² = {row.distance:.4g}  ({row.distance / median:.2f}× median)",
+            fontsize=10,
+        )
+        left.axis("off")
+        right.axis("off")
+    figure.suptitle(f"The {len(top)} most unique snowflakes and their closest look-alikes")
+    figure.tight_layout()
+    return stamp_demo(figure) if demo else figure

@@ -1,0 +1,65 @@
+"""Figures: they draw what they say, save atomically and carry DEMO when asked."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from snowflake_tools import plots  # noqa: E402
+
+
+@pytest.fixture
+def ranking(tmp_path):
+    rng = np.random.default_rng(0)
+    names = [f"f{i}.png" for i in range(8)]
+    for name in names:
+        Image.fromarray(rng.integers(0, 255, (30, 20, 3), dtype=np.uint8)).save(tmp_path / name)
+    distances = [100.0, 9.0, 8.0, 8.0, 7.5, 7.0, 6.0, np.nan]
+    return pd.DataFrame(
+        {
+            "rank": range(1, 9),
+            "file": names,
+            "nearest_file": names[1:] + [""],
+            "distance": distances,
+            "duplicates": 0,
+        }
+    )
+
+
+def texts(figure):
+    return [t.get_text() for t in figure.findobj(matplotlib.text.Text)]
+
+
+def test_outliers_use_the_box_plot_rule():
+    values = pd.Series([1.0, 2.0, 2.0, 3.0, 100.0])
+    assert plots.outliers(values).tolist() == [False, False, False, False, True]
+
+
+def test_distance_plot_labels_outliers_by_file(ranking):
+    figure = plots.plot_distances(ranking)
+    assert "f0.png" in texts(figure)
+    assert "f3.png" not in texts(figure)
+    assert not any("DEMO" in t for t in texts(figure))
+
+
+def test_most_unique_titles_carry_rank_files_and_distance(ranking, tmp_path):
+    figure = plots.plot_most_unique(ranking, tmp_path, top_n=3, demo=True)
+    assert len(figure.axes) == 6
+    titles = [axis.get_title() for axis in figure.axes]
+    assert titles[0] == "Unique rank 1\nf0.png"
+    assert "f1.png" in titles[1] and "L2² = 100" in titles[1]
+    assert "DEMO" in texts(figure)
+
+
+def test_show_flakes_and_atomic_save(ranking, tmp_path):
+    paths = [tmp_path / name for name in ranking["file"][:5]]
+    figure = plots.show_flakes(paths, columns=3)
+    saved = plots.save_figure(figure, tmp_path / "out" / "montage.png")
+    assert Image.open(saved).format == "PNG"
+    assert [p.name for p in saved.parent.iterdir()] == ["montage.png"]
