@@ -87,7 +87,7 @@ def plot_distances(ranking: pd.DataFrame, max_labels: int = 12, demo: bool = Fal
     distances = ranking["distance"].dropna()
     files_ = ranking.loc[distances.index, "file"]
     figure, axis = plt.subplots(figsize=(10, 3.8))
-    axis.boxplot(distances, vert=False, widths=0.5, showfliers=False)
+    axis.boxplot(distances, orientation="horizontal", widths=0.5, showfliers=False)
     jitter = np.random.default_rng(0).uniform(-0.12, 0.12, len(distances))
     is_outlier = outliers(distances).to_numpy()
     axis.scatter(distances[~is_outlier], 1 + jitter[~is_outlier], s=12, alpha=0.6, color="C0")
