@@ -1,8 +1,9 @@
 """Figures: montages of flakes, the distance box plot and the most-unique gallery.
 
 Each function returns a matplotlib Figure, so the notebook decides whether to show it, save it
-(:func:`save_figure`) or both. Runs with random weights pass ``demo=True`` and get DEMO
-stamped across the figure, so a demo picture can never be mistaken for a real result.
+(:func:`save_figure`) or both. Demo runs (random weights, synthetic crystals) pass ``demo`` —
+``True`` or the reason as text — and get DEMO stamped across the figure, so a demo picture can
+never be mistaken for a real result.
 """
 
 from __future__ import annotations
@@ -39,6 +40,13 @@ def stamp_demo(figure: Figure, why: str = "random weights") -> Figure:
     return figure
 
 
+def _maybe_stamp(figure: Figure, demo: bool | str) -> Figure:
+    """Stamp DEMO when ``demo`` is true; a string says why."""
+    if not demo:
+        return figure
+    return stamp_demo(figure, demo if isinstance(demo, str) else "random weights")
+
+
 def read_for_display(path: str | os.PathLike) -> np.ndarray:
     """An image as uint8 RGB in its own proportions, for showing (not for the model)."""
     with Image.open(path) as image:
@@ -52,7 +60,7 @@ def show_flakes(
     columns: int = 6,
     tile_inches: float = 2.0,
     suptitle: str | None = None,
-    demo: bool = False,
+    demo: bool | str = False,
 ) -> Figure:
     """A grid of images with a title under each (the file name by default)."""
     rows = max(1, math.ceil(len(paths) / columns))
@@ -69,7 +77,7 @@ def show_flakes(
     if suptitle:
         figure.suptitle(suptitle)
     figure.tight_layout()
-    return stamp_demo(figure) if demo else figure
+    return _maybe_stamp(figure, demo)
 
 
 def outliers(distances: pd.Series) -> pd.Series:
@@ -78,7 +86,7 @@ def outliers(distances: pd.Series) -> pd.Series:
     return distances > q3 + 1.5 * (q3 - q1)
 
 
-def plot_distances(ranking: pd.DataFrame, max_labels: int = 12, demo: bool = False) -> Figure:
+def plot_distances(ranking: pd.DataFrame, max_labels: int = 12, demo: bool | str = False) -> Figure:
     """Box plot of every flake's distance to its nearest distinct neighbour.
 
     Each flake is a dot; outliers (the candidates for "most unique") carry their file names,
@@ -109,11 +117,14 @@ def plot_distances(ranking: pd.DataFrame, max_labels: int = 12, demo: bool = Fal
     if is_outlier.any():
         axis.legend(loc="lower right")
     figure.tight_layout()
-    return stamp_demo(figure) if demo else figure
+    return _maybe_stamp(figure, demo)
 
 
 def plot_most_unique(
-    ranking: pd.DataFrame, image_dir: str | os.PathLike, top_n: int = 3, demo: bool = False
+    ranking: pd.DataFrame,
+    image_dir: str | os.PathLike,
+    top_n: int = 3,
+    demo: bool | str = False,
 ) -> Figure:
     """The ``top_n`` most unique flakes (left) beside their nearest distinct neighbour (right).
 
@@ -136,4 +147,4 @@ def plot_most_unique(
         right.axis("off")
     figure.suptitle(f"The {len(top)} most unique snowflakes and their closest look-alikes")
     figure.tight_layout()
-    return stamp_demo(figure) if demo else figure
+    return _maybe_stamp(figure, demo)

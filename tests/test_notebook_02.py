@@ -1,0 +1,103 @@
+"""Notebook 02 end to end with papermill: a small crafted folder, random weights, small images."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import papermill as pm
+import pytest
+from PIL import Image
+
+from snowflake_tools import files
+
+pytestmark = pytest.mark.slow
+
+NOTEBOOK_DIR = Path(__file__).parents[1] / "notebooks"
+NOTEBOOK = "02_most_unique_snowflake.ipynb"
+
+
+def make_folder(folder):
+    """Twelve images with every awkward case notebook 02 must survive."""
+    folder.mkdir()
+    rng = np.random.default_rng(42)
+    for i in range(8):
+        pixels = rng.integers(0, 255, (48 + i, 56, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"flake{i}.png")
+    shutil.copy(folder / "flake0.png", folder / "copy_of_flake0.png")  # exact duplicate pair
+    shutil.copy(folder / "flake0.png", folder / "another_copy.PNG")  # ... and a third copy
+    Image.open(folder / "flake1.png").convert("L").save(folder / "GRAY.JPG", quality=95)
+    Image.open(folder / "flake2.png").convert("P").save(folder / "palette.gif")
+    (folder / "not_really.jpg").write_bytes(b"<html>404 Not Found</html>")
+    return folder
+
+
+def run(tmp_path, image_dir, **parameters):
+    results = tmp_path / "results"
+    pm.execute_notebook(
+        NOTEBOOK_DIR / NOTEBOOK,
+        tmp_path / "out.ipynb",
+        cwd=NOTEBOOK_DIR,
+        progress_bar=False,
+        kernel_name="python3",
+        parameters=dict(
+            IMAGE_DIR=str(image_dir),
+            RESULTS_DIR=str(results),
+            WEIGHTS=None,
+            IMAGE_SIZE=64,
+            **parameters,
+        ),
+    )
+    return results
+
+
+def test_ranks_flakes_skips_bad_files_and_reuses_the_cache(tmp_path):
+    image_dir = make_folder(tmp_path / "flakes")
+    results = run(tmp_path, image_dir)
+
+    ranking = pd.read_csv(results / "uniqueness.csv", keep_default_na=False)
+    assert list(ranking.columns) == ["rank", "file", "nearest_file", "distance", "duplicates"]
+    assert len(ranking) == 12  # 13 files, one unreadable
+    assert "not_really.jpg" not in set(ranking["file"])
+    assert ranking["rank"].tolist() == list(range(1, 13))
+    assert ranking["distance"].is_monotonic_decreasing
+    assert (ranking["nearest_file"] != ranking["file"]).all()
+    # Exact copies are never each other's neighbours, and know how many copies they have.
+    sha = {name: files.sha256_file(image_dir / name) for name in ranking["file"]}
+    assert all(
+        sha[a] != sha[b] for a, b in zip(ranking["file"], ranking["nearest_file"], strict=True)
+    )
+    copies = ranking.set_index("file").loc[["flake0.png", "copy_of_flake0.png", "another_copy.PNG"]]
+    assert copies["duplicates"].tolist() == [2, 2, 2]
+    assert len(set(copies["nearest_file"])) == 1
+
+    for figure in ("l2_boxplot.png", "most_unique.png"):
+        assert Image.open(results / figure).size[0] > 300
+    assert set(pd.read_csv(results / "near_duplicates.csv").columns) >= {"file", "nearest_file"}
+    record = json.loads((results / "run.json").read_text())
+    assert record["weights_mode"] == "random" and record["demo"]
+    assert record["n_images"] == 12 and record["n_skipped"] == 1 and record["n_cached"] == 0
+    assert record["feature_dim"] == 4 * 4 * 512  # 64 px in, 1/16 of it out
+    assert record["peak_memory_mib"] > 0
+    assert {"extract_seconds", "search_seconds"} <= set(record)
+
+    again = run(tmp_path, image_dir)
+    assert json.loads((again / "run.json").read_text())["n_cached"] == 12
+    rerun = pd.read_csv(again / "uniqueness.csv", keep_default_na=False)
+    pd.testing.assert_frame_equal(rerun, ranking)
+
+
+def test_missing_image_folder_says_to_run_notebook_01(tmp_path):
+    with pytest.raises(pm.PapermillExecutionError, match="01_download_snowflakes.ipynb"):
+        run(tmp_path, tmp_path / "nowhere")
+
+
+def test_single_image_is_a_clear_error(tmp_path):
+    folder = tmp_path / "one"
+    folder.mkdir()
+    Image.new("RGB", (40, 40)).save(folder / "lonely.png")
+    with pytest.raises(pm.PapermillExecutionError, match="at least 2"):
+        run(tmp_path, folder)
