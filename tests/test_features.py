@@ -127,3 +127,14 @@ def test_auto_falls_back_to_random_weights_with_a_banner(offline, capsys):
 def test_imagenet_without_internet_says_what_to_do(offline):
     with pytest.raises(RuntimeError, match="Without internet.*path of a weights file"):
         features.load_vgg16("imagenet", SIZE)
+
+
+def test_run_model_matches_extract_features_and_leaves_input_alone(extractor, flakes):
+    from snowflake_tools import images
+
+    pixels = np.stack([images.load_image(path, SIZE) for path in flakes[:3]])
+    before = pixels.copy()
+    direct = features.run_model(extractor, pixels)
+    extracted = features.extract_features(extractor, flakes[:3], progress=False).features
+    np.testing.assert_allclose(direct, extracted, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(pixels, before)  # preprocess_input must not edit in place

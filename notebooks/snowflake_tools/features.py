@@ -173,8 +173,7 @@ def extract_features(
         batch = pending[start : start + batch_size]
         pixels, loaded = _load_batch(batch, image_size, skipped, failed_rows)
         if loaded:
-            outputs = model.predict_on_batch(vgg16.preprocess_input(pixels))
-            outputs = np.asarray(outputs, dtype=np.float32).reshape(len(loaded), -1)
+            outputs = run_model(model, pixels)
             for (row, _, key), values in zip(loaded, outputs, strict=True):
                 features[row] = values
                 _write_cached(folder, key, values)
@@ -191,6 +190,17 @@ def extract_features(
         n_cached=n_cached,
         seconds=time.perf_counter() - started,
     )
+
+
+def run_model(model: keras.Model, pixels: np.ndarray) -> np.ndarray:
+    """Features of a batch of RGB pixels: ``(n, size, size, 3)`` in, ``(n, n_values)`` out.
+
+    Applies VGG16's ``preprocess_input`` (RGB to BGR, minus the ImageNet mean colour) and
+    flattens each feature map into one float32 row. Use it for pixels that are not files,
+    such as rotated copies; :func:`extract_features` uses it for every batch.
+    """
+    outputs = model.predict_on_batch(vgg16.preprocess_input(np.array(pixels, dtype=np.float32)))
+    return np.asarray(outputs, dtype=np.float32).reshape(len(pixels), -1)
 
 
 def _load_batch(batch, image_size, skipped, failed_rows):
