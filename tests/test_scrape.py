@@ -573,3 +573,11 @@ def test_bad_parameters_are_refused(gallery_server, tmp_path, options):
         scrape.download_gallery(
             gallery_server.url("/g/index.html"), tmp_path / "f", **{**FAST, **options}
         )
+
+
+def test_session_describes_itself_for_the_notebook():
+    session = scrape.make_session(request_delay_s=2.0, retries=4)
+    assert repr(session) == (
+        f"PoliteSession(user_agent={scrape.USER_AGENT!r}, timeout={scrape.DEFAULT_TIMEOUT} s, "
+        "retries=4, request_delay_s=2.0)"
+    )

@@ -294,6 +294,7 @@ class PoliteSession:
         self.user_agent = user_agent
         self.timeout = timeout
         self.request_delay_s = request_delay_s
+        self.retries = retries
         self.http = requests.Session()
         self.http.headers["User-Agent"] = user_agent
         retry = Retry(
@@ -351,6 +352,12 @@ class PoliteSession:
         else:
             parser.parse(response.text.splitlines())
         return parser
+
+    def __repr__(self) -> str:
+        return (
+            f"PoliteSession(user_agent={self.user_agent!r}, timeout={self.timeout} s, "
+            f"retries={self.retries}, request_delay_s={self.request_delay_s})"
+        )
 
     def close(self) -> None:
         """Close the underlying connections."""
