@@ -1,0 +1,716 @@
+"""Synthetic snow crystals for offline runs of the tutorial (notebook 01).
+
+When the snowflake gallery cannot be reached, notebook 01 fills the image folder with crystals
+grown by a physical model instead, so notebook 02 still has something worth ranking.
+
+The model is Reiter's local cellular automaton. The plane is tiled with hexagonal cells and each
+cell holds one number, the amount of water in it. A cell holding 1 or more is ice. Ice cells and
+their six neighbours are *receptive*: they keep all their water and gain a little more each step
+(``gamma``, vapour arriving from above and below the plane). Every other cell holds vapour that
+diffuses: it keeps part of its water and trades the rest with its neighbours (``alpha`` sets how
+much). Vapour that diffuses into a receptive cell is captured there, so the crystal grows
+wherever vapour reaches it first: tips that stick out catch more and grow faster, which makes
+branches (dendrites) in thin air and compact plates when the background vapour ``beta`` is high.
+
+Crystals come in morphology families (plates, sectored plates, stellar plates, stellar and
+fern-like dendrites) with natural variation inside each family, plus a few singular ones (a
+12-branched twin, a truncated triangle, a broken crystal, a capped column seen from the side) so
+that the "most unique" analysis has something meaningful to find.
+
+Reference: Reiter, C. A. (2005). A local cellular model for snow crystal growth. *Chaos, Solitons
+& Fractals* 23(4):1111-1119.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm.auto import tqdm
+
+from snowflake_tools import files
+
+#: Regular families: many crystals each, alike within a family, clearly different between them.
+REGULAR_FAMILIES = (
+    "hexagonal_plate",
+    "sectored_plate",
+    "stellar_plate",
+    "stellar_dendrite",
+    "fernlike_dendrite",
+)
+#: Singular families: a single odd crystal each in a demo set, the ones worth finding.
+SINGULAR_FAMILIES = ("twelve_branched", "triangular", "broken", "capped_column")
+#: All family names that :func:`generate_crystal` accepts.
+FAMILIES = REGULAR_FAMILIES + SINGULAR_FAMILIES
+
+#: ``url`` and ``page`` of demo rows in the manifest mark them as synthetic.
+DEMO_PAGE = "demo:"
+
+_SQRT3 = np.sqrt(3.0)
+
+
+# --- The growth model ------------------------------------------------------------------------
+
+
+def lattice_xy(state_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Cartesian centres ``(x, y)`` of the cells of a hex-lattice state, in cell spacings.
+
+    ``state[i, j]`` is the cell with axial coordinates ``q = j - h`` and ``r = i - h`` where
+    ``h`` is the centre index; its centre lies at ``x = q + r / 2``, ``y = r * sqrt(3) / 2``, so
+    all six neighbours are exactly one unit away and the 6-fold symmetry is not squashed.
+    Returns two float64 arrays of the state's shape.
+    """
+    rows, columns = state_shape
+    r, q = np.meshgrid(
+        np.arange(rows) - (rows - 1) / 2, np.arange(columns) - (columns - 1) / 2, indexing="ij"
+    )
+    return q + r / 2, r * _SQRT3 / 2
+
+
+def _check_growth_parameters(alpha, beta, gamma, steps, grid_radius, max_fill) -> None:
+    problems = []
+    if not 0 < alpha <= 2:
+        problems.append(f"alpha={alpha} must be in (0, 2] (diffusion; 1 is Reiter's usual value)")
+    if not 0 <= beta < 1:
+        problems.append(f"beta={beta} must be in [0, 1) (background vapour, below ice level)")
+    if gamma < 0:
+        problems.append(f"gamma={gamma} must be >= 0 (vapour added to receptive cells)")
+    if int(steps) != steps or steps < 0:
+        problems.append(f"steps={steps} must be a whole number >= 0")
+    if int(grid_radius) != grid_radius or grid_radius < 4:
+        problems.append(f"grid_radius={grid_radius} must be a whole number >= 4 (cells)")
+    if max_fill is not None and not 0 < max_fill <= 1:
+        problems.append(f"max_fill={max_fill} must be in (0, 1] or None")
+    if problems:
+        raise ValueError("grow_crystal: " + "; ".join(problems) + ".")
+
+
+def grow_crystal(
+    alpha: float,
+    beta: float,
+    gamma: float,
+    steps: int,
+    grid_radius: int,
+    rng: np.random.Generator | None = None,
+    *,
+    noise: float = 0.002,
+    max_fill: float | None = 0.9,
+    start: np.ndarray | None = None,
+) -> np.ndarray:
+    """Grow one snow crystal with Reiter's (2005) hexagonal cellular model.
+
+    Every cell of a hexagonal grid holds an amount of water ``s``; ``s >= 1`` means ice. The
+    grid starts at the background vapour level ``beta`` everywhere, with one ice cell (the
+    seed) in the middle. Each step does, for all cells at once:
+
+    1. Find the receptive cells: ice, and cells touching ice.
+    2. Receptive cells keep their water and gain ``gamma``.
+    3. Water in the other cells diffuses: a cell keeps ``1 - alpha / 2`` of it and receives
+       ``alpha / 12`` of each neighbour's. Receptive cells hold no free vapour, so whatever
+       diffuses into them is captured and they slowly fill up to ice.
+    4. Cells farther than ``grid_radius`` from the seed stay at ``beta``: far away, the air
+       is untouched by the crystal.
+
+    Parameters:
+        alpha: diffusion rate in (0, 2]; Reiter mostly uses 1.
+        beta: background vapour in [0, 1). Low (0.35-0.45) grows dendrites, middle (0.5-0.8)
+            stellar plates and branches with broad tips, near 1 (0.97-0.99, with ``gamma``
+            around 0.03) solid hexagonal plates. See ``RECIPES`` for tried combinations.
+        gamma: vapour added to receptive cells each step (>= 0); more makes fatter crystals.
+        steps: the most steps to run. Growth stops earlier once ice reaches ``max_fill``
+            times ``grid_radius``, where the fixed boundary would start to distort it
+            (``max_fill=None`` always runs every step).
+        grid_radius: radius of the round domain, in cells.
+        rng: when given, each cell's starting vapour gets a small random fluctuation (standard
+            deviation ``noise``), so the six arms grow slightly differently, as in real air.
+        start: a state from an earlier call with the same ``grid_radius`` to keep growing,
+            as when a falling crystal drifts into other air: its ice is kept, the air around
+            it is reset to the new ``beta``. ``None`` starts from a single seed cell.
+
+    Returns:
+        The final water amounts as a float32 array of shape ``(2h + 1, 2h + 1)`` with
+        ``h = ceil(grid_radius / (sqrt(3) / 2)) + 2``, in axial coordinates: see
+        :func:`lattice_xy` for where each cell lies in the plane. ``state >= 1`` is the ice.
+    """
+    _check_growth_parameters(alpha, beta, gamma, steps, grid_radius, max_fill)
+    # An axial array is a rhombus in the plane: it must reach past the round domain everywhere.
+    half = int(np.ceil(grid_radius / (_SQRT3 / 2))) + 2
+    width = 2 * half + 1
+    x, y = lattice_xy((width, width))
+    distance = np.hypot(x, y).ravel()
+    outside = distance >= grid_radius
+    near_edge = np.flatnonzero(distance >= (max_fill or np.inf) * grid_radius)
+
+    state = np.full(width * width, beta, dtype=np.float32)
+    if rng is not None and noise > 0:
+        state += rng.normal(0.0, noise, size=state.shape).astype(np.float32)
+        np.clip(state, 0, 0.999, out=state)  # fluctuations in the air, never ice or negative
+    state[outside] = beta
+    if start is None:
+        state[half * width + half] = 1.0
+    else:
+        start = np.asarray(start, dtype=np.float32)
+        if start.shape != (width, width):
+            raise ValueError(
+                f"grow_crystal: start has shape {start.shape}, but grid_radius={grid_radius} "
+                f"needs {(width, width)}; pass the grid_radius that grew it."
+            )
+        frozen = start.ravel() >= 1
+        state[frozen] = start.ravel()[frozen]
+
+    # On the flattened array the six neighbours of cell k are k + offset; the slice lo:hi keeps
+    # every neighbour inside the array (the rows it wraps on lie outside the domain anyway).
+    offsets = (1, -1, width, -width, 1 - width, width - 1)
+    lo, hi = width + 1, width * width - width - 1
+    keep = np.float32(1 - alpha / 2)
+    share = np.float32(alpha / 12)
+    background = np.where(outside, np.float32(beta), np.float32(0))
+    inside = (~outside).astype(np.float32)
+    vapour = np.empty_like(state)
+    arriving = np.zeros_like(state)
+    receptive = np.zeros_like(state)
+    open_air = np.ones_like(state)
+    gain = np.zeros_like(state)
+    ice_cells = -1
+    for _ in range(int(steps)):
+        ice = state >= 1
+        count = int(np.count_nonzero(ice))
+        if count != ice_cells:  # the receptive set only changes when new ice appears
+            ice_cells = count
+            if ice[near_edge].any():
+                break
+            touching = ice.copy()
+            for offset in offsets:
+                touching[lo:hi] |= ice[lo + offset : hi + offset]
+            receptive[:] = touching
+            np.subtract(1, receptive, out=open_air)
+            np.multiply(receptive, np.float32(gamma), out=gain)
+        np.multiply(state, open_air, out=vapour)
+        np.add(vapour[lo + 1 : hi + 1], vapour[lo - 1 : hi - 1], out=arriving[lo:hi])
+        for offset in offsets[2:]:
+            arriving[lo:hi] += vapour[lo + offset : hi + offset]
+        state *= receptive
+        state += gain
+        vapour *= keep
+        state += vapour
+        arriving *= share
+        state += arriving
+        state *= inside
+        state += background
+    return state.reshape(width, width)
+
+
+# --- Rendering -------------------------------------------------------------------------------
+
+
+def _neighbours_all(mask: np.ndarray) -> np.ndarray:
+    """Cells of a 2-D hex-lattice mask whose six neighbours are all in the mask (an erosion)."""
+    inner = np.zeros_like(mask)
+    core = mask[1:-1, 1:-1].copy()
+    for rows, columns in ((0, 1), (0, -1), (1, 0), (-1, 0), (-1, 1), (1, -1)):
+        core &= mask[1 + rows : mask.shape[0] - 1 + rows, 1 + columns : mask.shape[1] - 1 + columns]
+    inner[1:-1, 1:-1] = core
+    return inner
+
+
+def _edge_distance(ice: np.ndarray) -> np.ndarray:
+    """Hex-lattice steps from each ice cell to the nearest open cell (0 outside the ice)."""
+    distance = np.zeros(ice.shape, dtype=np.float32)
+    layer = ice
+    while layer.any():
+        distance += layer
+        layer = _neighbours_all(layer)
+    return distance
+
+
+def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur over the first two axes (``sigma`` in pixels), edges repeated."""
+    if sigma <= 0:
+        return image
+    radius = max(1, int(np.ceil(3 * sigma)))
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2).astype(np.float32)
+    taps /= taps.sum()
+    result = image.astype(np.float32)
+    for axis in (0, 1):
+        pad = [(0, 0)] * result.ndim
+        pad[axis] = (radius, radius)
+        padded = np.pad(result, pad, mode="edge")
+        length = result.shape[axis]
+        result = sum(
+            weight * np.take(padded, np.arange(k, k + length), axis=axis)
+            for k, weight in enumerate(taps)
+        )
+    return result
+
+
+def _sample(field: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Bilinear look-up of a hex-lattice ``field`` at plane points ``(x, y)`` (cell spacings)."""
+    centre_row = (field.shape[0] - 1) / 2
+    centre_column = (field.shape[1] - 1) / 2
+    row = y * (2 / _SQRT3) + centre_row
+    column = x - (row - centre_row) / 2 + centre_column
+    row = np.clip(row, 0, field.shape[0] - 1.001)
+    column = np.clip(column, 0, field.shape[1] - 1.001)
+    row0 = row.astype(np.int64)
+    column0 = column.astype(np.int64)
+    fr = (row - row0).astype(np.float32)
+    fc = (column - column0).astype(np.float32)
+    top = field[row0, column0] * (1 - fc) + field[row0, column0 + 1] * fc
+    bottom = field[row0 + 1, column0] * (1 - fc) + field[row0 + 1, column0 + 1] * fc
+    return top * (1 - fr) + bottom * fr
+
+
+def _lattice_relief(state: np.ndarray, bands: float) -> tuple[np.ndarray, np.ndarray]:
+    """Ice coverage (0/1) and a relief height for each cell of a hex-lattice state.
+
+    The relief mixes a roof over the ice (ridges along the arms and to the plate corners,
+    from the distance to the edge) with the water the model piled up in older ice, which
+    records growth bands.
+    """
+    ice = state >= 1
+    distance = _edge_distance(ice)
+    roof = 1 - np.exp(-distance / 2.5) + 0.5 * distance / distance.max()
+    piled = np.where(ice, state - 1, 0).astype(np.float32)
+    scale = float(np.percentile(piled[ice], 95)) or 1.0
+    layers = np.clip(piled / scale, 0, 1.5)
+    return ice.astype(np.float32), (roof + bands * layers).astype(np.float32)
+
+
+def _extent(state: np.ndarray) -> float:
+    """Distance from the centre to the farthest ice cell, in cell spacings."""
+    x, y = lattice_xy(state.shape)
+    ice = state >= 1
+    return float(np.hypot(x[ice], y[ice]).max()) + 1.0
+
+
+def _pixel_grid(side: int, scale: float, rotation: float) -> tuple[np.ndarray, np.ndarray]:
+    """Plane coordinates (cell spacings) of every pixel centre, rotated by ``rotation`` rad."""
+    centre = (side - 1) / 2
+    rows, columns = np.mgrid[0:side, 0:side].astype(np.float64)
+    u = (columns - centre) / scale
+    v = (centre - rows) / scale
+    cos, sin = np.cos(rotation), np.sin(rotation)
+    return cos * u + sin * v, -sin * u + cos * v
+
+
+def _render_layers(
+    layers: list[tuple[np.ndarray, float]], side: int, rng: np.random.Generator, bands: float
+) -> np.ndarray:
+    """Render one or more hex-lattice states (each with its own turn, radians) as one photo."""
+    for state, _ in layers:
+        if state.ndim != 2 or not (state >= 1).any():
+            raise ValueError(
+                "render_crystal: the state must be a 2-D hex-lattice array from grow_crystal "
+                "holding some ice (cells >= 1); this one has none, grow it longer."
+            )
+    extent = max(_extent(state) for state, _ in layers)
+    scale = rng.uniform(0.80, 0.92) * (side / 2) / extent  # pixels per cell spacing
+    rotation = rng.uniform(0, 2 * np.pi)
+    coverage = np.zeros((side, side), dtype=np.float32)
+    height = np.zeros((side, side), dtype=np.float32)
+    for state, turn in layers:
+        ice, relief = _lattice_relief(state, bands)
+        x, y = _pixel_grid(side, scale, rotation + turn)
+        coverage = np.maximum(coverage, _sample(ice, x, y))
+        height = np.maximum(height, _sample(relief, x, y))
+    return _photograph(coverage, height, scale, rng)
+
+
+def _smoothstep(low: float, high: float, value: np.ndarray) -> np.ndarray:
+    t = np.clip((value - low) / (high - low), 0, 1)
+    return t * t * (3 - 2 * t)
+
+
+def _photograph(
+    coverage: np.ndarray, height: np.ndarray, scale: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Turn ice coverage and relief (both ``(side, side)``) into an RGB uint8 'photo'."""
+    side = coverage.shape[0]
+    unit = side / 256  # keeps blur radii and noise alike at every image size
+    # Soften the lattice staircase, then sharpen back to a crisp but smooth outline.
+    ice = _smoothstep(0.3, 0.7, _blur(coverage, max(0.4, 0.35 * scale)))
+    relief = _blur(height * ice, max(0.5, 0.4 * scale))
+
+    # Dark-field lighting, as under a snowflake microscope: slopes (ridges, steps, edges)
+    # scatter light into the lens and look bright, flat ice lets the dark backdrop through.
+    slope_y, slope_x = np.gradient(relief * (3.0 * unit))
+    steepness = np.hypot(slope_x, slope_y)
+    scatter = steepness / (0.35 + steepness)
+    azimuth = rng.uniform(0, 2 * np.pi)
+    side_light = (np.cos(azimuth) * slope_x - np.sin(azimuth) * slope_y) / (0.5 + steepness)
+    rim = np.clip(ice - _blur(ice, 1.6 * unit), 0, 1)
+    glow = _blur(ice, 6 * unit)
+    brightness = rng.uniform(0.85, 1.1)
+    luminance = brightness * (0.28 + 0.75 * scatter + 0.2 * side_light + 0.9 * rim)
+    luminance = np.clip(luminance, 0, 1.3)
+
+    tint = np.array([0.82, 0.90, 1.0]) + rng.uniform(-0.04, 0.04, 3)
+    background = _background(side, rng)
+    opacity = rng.uniform(0.75, 0.9)
+    photo = background * (1 - opacity * ice[..., None]) + (ice * luminance)[..., None] * tint
+    photo += 0.05 * glow[..., None] * tint
+    photo += rng.normal(0, 0.012, photo.shape)
+    photo = _blur(photo, 0.5 * unit)
+    return (np.clip(photo, 0, 1) ** (1 / 1.1) * 255 + 0.5).astype(np.uint8)
+
+
+def _background(side: int, rng: np.random.Generator) -> np.ndarray:
+    """A dark, nearly even backdrop, blue to black, with a soft gradient: ``(side, side, 3)``."""
+    base = np.array([0.015, 0.03, 0.08]) * rng.uniform(0.5, 1.6) + rng.uniform(0, 0.015)
+    angle = rng.uniform(0, 2 * np.pi)
+    rows, columns = np.mgrid[0:side, 0:side] / side - 0.5
+    ramp = 1 + 0.35 * (np.cos(angle) * columns + np.sin(angle) * rows)
+    return (ramp[..., None] * base).astype(np.float32)
+
+
+def _checked_side(side: int) -> int:
+    if int(side) != side or side < 16:
+        raise ValueError(f"side={side} must be a whole number of pixels >= 16.")
+    return int(side)
+
+
+def render_crystal(
+    state: np.ndarray,
+    side: int = 256,
+    rng: np.random.Generator | None = None,
+    *,
+    bands: float = 0.6,
+) -> np.ndarray:
+    """Photograph a hex-lattice state as a bright, translucent crystal on a dark backdrop.
+
+    The lattice is mapped to pixels through the axial-to-Cartesian map of :func:`lattice_xy`,
+    scaled so the crystal fills most of the frame and turned by a random angle. Relief (ridges
+    along the arms, growth bands) is lit from a random side; the edges catch extra light, as
+    in real snowflake photographs.
+
+    Parameters:
+        state: a state from :func:`grow_crystal` (``>= 1`` is ice).
+        side: width and height of the picture in pixels (>= 16).
+        rng: randomness for the turn, size, light and backdrop; ``None`` means seed 0.
+        bands: how strongly the growth bands (water the model piled up in older ice) show
+            as relief, next to the ridges every crystal gets; 0 hides them.
+
+    Returns:
+        An RGB picture, uint8 array of shape ``(side, side, 3)``.
+    """
+    rng = np.random.default_rng(0) if rng is None else rng
+    return _render_layers([(np.asarray(state), 0.0)], _checked_side(side), rng, bands)
+
+
+# --- Families --------------------------------------------------------------------------------
+
+
+class Phase(NamedTuple):
+    """One stretch of growth in steady air; each value is a (low, high) range to draw from.
+
+    ``fill`` is how far out (as a fraction of the grid radius) the ice may reach before the
+    crystal moves on to the next phase.
+    """
+
+    alpha: tuple[float, float]
+    beta: tuple[float, float]
+    gamma: tuple[float, float]
+    fill: tuple[float, float]
+
+
+class Recipe(NamedTuple):
+    """How a regular family grows: the phases in order, the grid and how its bands show."""
+
+    phases: tuple[Phase, ...]
+    grid_radius: int = 70
+    noise: float = 0.002
+    bands: float = 0.6
+
+
+# A crystal's shape records the air it fell through: a plate grows where the air is moist and
+# the vapour abundant (high beta), branches where vapour is scarce (low beta). Starting in one
+# and ending in the other gives the plates with arms and the dendrites with a plate in the
+# middle that real snowfalls are full of.
+_PLATE_CORE = Phase(alpha=(1.0, 1.0), beta=(0.975, 0.985), gamma=(0.025, 0.035), fill=(0.25, 0.35))
+RECIPES: dict[str, Recipe] = {
+    "hexagonal_plate": Recipe(
+        (
+            _PLATE_CORE._replace(fill=(0.6, 0.75)),
+            Phase(alpha=(1.0, 1.0), beta=(0.955, 0.97), gamma=(0.012, 0.02), fill=(0.8, 0.88)),
+        ),
+        bands=0.3,
+    ),
+    "sectored_plate": Recipe(
+        (
+            Phase(alpha=(2.0, 2.0), beta=(0.39, 0.42), gamma=(0.0008, 0.0015), fill=(0.5, 0.6)),
+            Phase(alpha=(1.0, 1.0), beta=(0.79, 0.83), gamma=(0.025, 0.03), fill=(0.85, 0.9)),
+        )
+    ),
+    "stellar_plate": Recipe(
+        (Phase(alpha=(1.0, 1.0), beta=(0.48, 0.55), gamma=(0.012, 0.02), fill=(0.82, 0.9)),)
+    ),
+    "stellar_dendrite": Recipe(
+        (
+            _PLATE_CORE,
+            Phase(alpha=(1.0, 1.0), beta=(0.57, 0.62), gamma=(0.004, 0.006), fill=(0.82, 0.9)),
+        )
+    ),
+    "fernlike_dendrite": Recipe(
+        (Phase(alpha=(2.0, 2.0), beta=(0.37, 0.43), gamma=(0.0005, 0.0015), fill=(0.82, 0.9)),),
+        grid_radius=85,
+    ),
+}
+
+
+def _draw(span: tuple[float, float], rng: np.random.Generator) -> float:
+    return float(rng.uniform(*span))
+
+
+def _grow_recipe(recipe: Recipe, rng: np.random.Generator) -> np.ndarray:
+    """Grow a crystal through the phases of ``recipe``, drawing each parameter from its range."""
+    state = None
+    for phase in recipe.phases:
+        state = grow_crystal(
+            _draw(phase.alpha, rng),
+            _draw(phase.beta, rng),
+            _draw(phase.gamma, rng),
+            steps=20_000,
+            grid_radius=recipe.grid_radius,
+            rng=rng,
+            noise=recipe.noise,
+            max_fill=_draw(phase.fill, rng),
+            start=state,
+        )
+    return state
+
+
+Layers = list[tuple[np.ndarray, float]]
+
+
+def _regular(family: str) -> Callable[[np.random.Generator], tuple[Layers, float]]:
+    def grow(rng: np.random.Generator) -> tuple[Layers, float]:
+        recipe = RECIPES[family]
+        return [(_grow_recipe(recipe, rng), 0.0)], recipe.bands
+
+    return grow
+
+
+def _twelve_branched(rng: np.random.Generator) -> tuple[Layers, float]:
+    """Two fern-like crystals grown together, one turned by 30 degrees: a rare twin."""
+    recipe = RECIPES["fernlike_dendrite"]
+    first = _grow_recipe(recipe, rng)
+    second = _grow_recipe(recipe, rng)
+    return [(first, 0.0), (second, np.pi / 6 + rng.uniform(-0.04, 0.04))], recipe.bands
+
+
+def _triangular(rng: np.random.Generator) -> tuple[Layers, float]:
+    """A plate whose young core was cut to a truncated triangle, then grew on: a trigonal crystal.
+
+    Real trigonal crystals come from growth that favoured three alternate sides; cutting the
+    core and letting the model grow on keeps the outline and adds the growth around it.
+    """
+    recipe = RECIPES["hexagonal_plate"]
+    core = _grow_recipe(recipe._replace(phases=recipe.phases[:1]), rng)
+    x, y = lattice_xy(core.shape)
+    apothem = _extent(core) * np.sqrt(3) / 2
+    cut = apothem * rng.uniform(0.6, 0.72)
+    keep = np.ones(core.shape, dtype=bool)
+    for angle in np.pi / 6 + np.arange(3) * 2 * np.pi / 3:
+        keep &= np.cos(angle) * x + np.sin(angle) * y <= cut
+    core = np.where(keep, core, 0.0).astype(np.float32)
+    edge = recipe.phases[1]
+    state = grow_crystal(
+        _draw(edge.alpha, rng),
+        _draw(edge.beta, rng),
+        _draw(edge.gamma, rng),
+        steps=int(rng.integers(8, 14)),
+        grid_radius=recipe.grid_radius,
+        rng=rng,
+        noise=recipe.noise,
+        max_fill=None,
+        start=core,
+    )
+    return [(state, 0.0)], recipe.bands
+
+
+def _broken(rng: np.random.Generator) -> tuple[Layers, float]:
+    """A stellar dendrite that lost two arms near the centre and the tip of a third."""
+    recipe = RECIPES["stellar_dendrite"]
+    state = _grow_recipe(recipe, rng)
+    x, y = lattice_xy(state.shape)
+    radius = np.hypot(x, y)
+    extent = _extent(state)
+    snapped_at = (rng.uniform(0.25, 0.35), rng.uniform(0.3, 0.45), rng.uniform(0.6, 0.75))
+    for arm, kept in zip(rng.choice(6, size=3, replace=False), snapped_at, strict=True):
+        off_axis = np.angle(np.exp(1j * (np.arctan2(y, x) - arm * np.pi / 3)))
+        state[(np.abs(off_axis) < np.pi / 6) & (radius > kept * extent)] = 0.0
+    return [(state, 0.0)], recipe.bands
+
+
+def _capped_column(rng: np.random.Generator) -> tuple[Layers, float]:
+    """A hexagonal column with a thin plate grown on each end, seen from the side.
+
+    This one is not grown by the planar model (it is 3-D): it is drawn straight onto the
+    lattice, with the prism's faces and hollow ends as relief.
+    """
+    x, y = lattice_xy((121, 121))
+    half_width = rng.uniform(9, 12)
+    half_length = rng.uniform(20, 28)
+    cap_half_width = rng.uniform(34, 42)
+    cap_thickness = rng.uniform(2.0, 3.5)
+    body = (np.abs(x) <= half_width) & (np.abs(y) <= half_length)
+    beyond = np.abs(y) - half_length
+    caps = (beyond >= 0) & (beyond <= cap_thickness) & (np.abs(x) <= cap_half_width - 2 * beyond)
+    faces = np.clip(1.5 - 1.5 * np.abs(x) / half_width, 0, 1)
+    hollow = np.clip((np.abs(y) - 0.4 * half_length) / half_length, 0, 1) * (
+        np.abs(x) < 0.5 * half_width
+    )
+    state = np.where(body, 1.0 + 0.2 * faces - 0.15 * hollow, 0.0)
+    state = np.where(caps, 1.05, state)
+    return [(state.astype(np.float32), 0.0)], 0.8
+
+
+_GROWERS: dict[str, Callable[[np.random.Generator], tuple[Layers, float]]] = {
+    **{family: _regular(family) for family in REGULAR_FAMILIES},
+    "twelve_branched": _twelve_branched,
+    "triangular": _triangular,
+    "broken": _broken,
+    "capped_column": _capped_column,
+}
+
+
+def generate_crystal(family: str, seed: int, side: int = 256) -> np.ndarray:
+    """Grow and photograph one snow crystal of ``family`` (one of ``FAMILIES``).
+
+    Everything random (growth parameters within the family's ranges, the air's fluctuations,
+    turn, size, light, backdrop) comes from ``numpy.random.default_rng(seed)``, so the same
+    ``family``, ``seed`` and ``side`` always give the same pixels. Takes 0.02-0.6 s.
+
+    Returns an RGB uint8 array of shape ``(side, side, 3)``.
+    """
+    if family not in _GROWERS:
+        raise ValueError(f"Unknown family {family!r}; choose one of: {', '.join(FAMILIES)}.")
+    if int(seed) != seed or seed < 0:
+        raise ValueError(f"seed={seed} must be a whole number >= 0.")
+    side = _checked_side(side)
+    rng = np.random.default_rng(int(seed))
+    layers, bands = _GROWERS[family](rng)
+    return _render_layers(layers, side, rng, bands)
+
+
+# --- The demo set ----------------------------------------------------------------------------
+
+#: Crystal seeds of one demo set: ``seed * SEEDS_PER_SET + 1000 * family index + number``.
+SEEDS_PER_SET = 100_000
+_MOST_PER_FAMILY = 999
+
+
+def plan_demo_set(count: int = 60, seed: int = 0) -> list[tuple[str, int, int]]:
+    """Which crystals a demo set of ``count`` holds: ``(family, number, crystal seed)`` each.
+
+    Regular crystals are dealt round-robin over ``REGULAR_FAMILIES``; once every regular
+    family has one, each singular family gets exactly one crystal, in ``SINGULAR_FAMILIES``
+    order. So 6 gives the five regular families and a twelve-branched twin, 9 or more shows
+    every family, and 60 gives 12, 11, 11, 11, 11 regular crystals and 4 singular ones.
+    ``number`` counts from 1 within a family. The crystal seed depends only on ``seed``, the
+    family and the number, so a crystal stays the same when ``count`` changes.
+    """
+    if int(count) != count or count < 1:
+        raise ValueError(f"count={count} must be a whole number >= 1.")
+    if int(seed) != seed or not 0 <= seed < 2**32 // SEEDS_PER_SET:
+        raise ValueError(f"seed={seed} must be a whole number in [0, {2**32 // SEEDS_PER_SET}).")
+    singular = min(len(SINGULAR_FAMILIES), max(0, count - len(REGULAR_FAMILIES)))
+    regular = count - singular
+    if regular > _MOST_PER_FAMILY * len(REGULAR_FAMILIES):
+        raise ValueError(f"count={count} is too large; a demo set holds at most 4995 crystals.")
+    families = [REGULAR_FAMILIES[k % len(REGULAR_FAMILIES)] for k in range(regular)]
+    families += list(SINGULAR_FAMILIES[:singular])
+    plan, numbers = [], dict.fromkeys(FAMILIES, 0)
+    for family in families:
+        numbers[family] += 1
+        crystal_seed = seed * SEEDS_PER_SET + 1000 * FAMILIES.index(family) + numbers[family]
+        plan.append((family, numbers[family], int(crystal_seed)))
+    return plan
+
+
+def _png_bytes(pixels: np.ndarray) -> bytes:
+    """The PNG encoding of an RGB uint8 array; the same pixels always give the same bytes."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _up_to_date(path: Path, row: dict | None, url: str, side: int) -> bool:
+    """True when ``path`` already holds the crystal ``url`` at ``side`` pixels, per the manifest."""
+    return (
+        row is not None
+        and row["url"] == url
+        and int(row["width"]) == side
+        and int(row["height"]) == side
+        and path.is_file()
+        and files.sha256_file(path) == row["sha256"]
+    )
+
+
+def make_demo_set(
+    image_dir: str | os.PathLike,
+    count: int = 60,
+    seed: int = 0,
+    side: int = 256,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Write a synthetic demo set of snow crystal photos into ``image_dir`` (notebook 01).
+
+    Files are named ``demo-<family>-<NN>.png`` (see :func:`plan_demo_set` for the mix) and
+    written atomically; ``image_dir/manifest.csv`` gets one row per crystal, with ``url``
+    ``demo:<family>/<crystal seed>`` and ``page`` ``demo:``, merged with the rows already there.
+    Running again with the same arguments rewrites nothing: a file whose manifest row and
+    SHA-256 already match is left alone, and the manifest is only written when it changes.
+
+    Returns the manifest rows of this set (columns ``files.MANIFEST_COLUMNS``) in plan order.
+    """
+    side = _checked_side(side)
+    plan = plan_demo_set(count, seed)
+    folder = Path(image_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = files.read_manifest(folder)
+    known = {row["file"]: row for row in manifest.to_dict("records")}
+    rows = []
+    for family, number, crystal_seed in tqdm(
+        plan, desc="Growing snow crystals", unit="crystal", disable=not progress
+    ):
+        name = f"demo-{family}-{number:02d}.png"
+        url = f"demo:{family}/{crystal_seed}"
+        path = folder / name
+        if _up_to_date(path, known.get(name), url, side):
+            rows.append({column: known[name][column] for column in files.MANIFEST_COLUMNS})
+            continue
+        data = _png_bytes(generate_crystal(family, crystal_seed, side))
+        digest = files.sha256_bytes(data)
+        if not (path.is_file() and files.sha256_file(path) == digest):
+            files.atomic_write_bytes(path, data)
+        rows.append(
+            {
+                "file": name,
+                "url": url,
+                "page": DEMO_PAGE,
+                "sha256": digest,
+                "width": side,
+                "height": side,
+            }
+        )
+    written = pd.DataFrame(rows, columns=files.MANIFEST_COLUMNS)
+    _merge_manifest(folder, manifest, written)
+    return written
+
+
+def _merge_manifest(folder: Path, manifest: pd.DataFrame, written: pd.DataFrame) -> None:
+    """Replace the rows of ``written`` files in the manifest; write it only if it changed."""
+    kept = manifest[~manifest["file"].isin(written["file"])]
+    merged = pd.concat([kept, written], ignore_index=True) if len(kept) else written
+    merged = merged.sort_values("file", kind="stable").reset_index(drop=True)
+    path = folder / files.MANIFEST_NAME
+    if path.is_file() and path.read_text(encoding="utf-8") == merged.to_csv(index=False):
+        return
+    files.write_manifest(folder, merged.to_dict("records"))
