@@ -86,28 +86,31 @@ def outliers(distances: pd.Series) -> pd.Series:
     return distances > q3 + 1.5 * (q3 - q1)
 
 
-def plot_distances(ranking: pd.DataFrame, max_labels: int = 12, demo: bool | str = False) -> Figure:
+def plot_distances(ranking: pd.DataFrame, max_labels: int = 8, demo: bool | str = False) -> Figure:
     """Box plot of every flake's distance to its nearest distinct neighbour.
 
-    Each flake is a dot; outliers (the candidates for "most unique") carry their file names,
-    the farthest ``max_labels`` of them, so the plot stays readable.
+    Each flake is a dot; outliers (the candidates for "most unique") are red and the farthest
+    ``max_labels`` of them carry their file names, stacked above the box so they stay readable.
     """
     distances = ranking["distance"].dropna()
-    files_ = ranking.loc[distances.index, "file"]
-    figure, axis = plt.subplots(figsize=(10, 3.8))
-    axis.boxplot(distances, orientation="horizontal", widths=0.5, showfliers=False)
-    jitter = np.random.default_rng(0).uniform(-0.12, 0.12, len(distances))
-    is_outlier = outliers(distances).to_numpy()
+    names = ranking.loc[distances.index, "file"]
+    figure, axis = plt.subplots(figsize=(10, 4.2))
+    axis.boxplot(distances, orientation="horizontal", widths=0.3, showfliers=False)
+    jitter = pd.Series(
+        np.random.default_rng(0).uniform(-0.08, 0.08, len(distances)), distances.index
+    )
+    is_outlier = outliers(distances)
     axis.scatter(distances[~is_outlier], 1 + jitter[~is_outlier], s=12, alpha=0.6, color="C0")
     axis.scatter(distances[is_outlier], 1 + jitter[is_outlier], s=30, color="C3", label="outlier")
     labelled = distances[is_outlier].sort_values(ascending=False).head(max_labels)
-    for order, (row, value) in enumerate(labelled.items()):
+    levels = np.linspace(1.62, 1.25, max(len(labelled), 2))
+    for level, (row, value) in zip(levels, labelled.items(), strict=False):
         axis.annotate(
-            files_[row], (value, 1 + jitter[distances.index.get_loc(row)]),
-            xytext=(0, 14 + 11 * (order % 4)), textcoords="offset points",
-            rotation=20, fontsize=8, ha="left", color="C3",
-            arrowprops={"arrowstyle": "-", "color": "C3", "lw": 0.6},
+            names[row], xy=(value, 1 + jitter[row]), xytext=(value, level),
+            ha="right", va="center", fontsize=8, color="C3",
+            arrowprops={"arrowstyle": "-", "color": "C3", "lw": 0.6, "shrinkA": 0},
         )  # fmt: skip
+    axis.set_ylim(0.75, 1.7)
     axis.set_yticks([])
     axis.set_xlabel("squared L2 distance to the nearest distinct flake")
     axis.set_title(
