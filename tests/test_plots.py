@@ -59,7 +59,9 @@ def test_most_unique_titles_carry_rank_files_and_distance(ranking, tmp_path):
 
 def test_show_flakes_and_atomic_save(ranking, tmp_path):
     paths = [tmp_path / name for name in ranking["file"][:5]]
-    figure = plots.show_flakes(paths, columns=3)
+    figure = plots.show_flakes(paths + [np.full((8, 8, 3), 300.0)], columns=3)
+    assert [axis.get_title() for axis in figure.axes] == [p.name for p in paths] + [""]
+    assert figure.axes[-1].images[0].get_array().max() == 255
     saved = plots.save_figure(figure, tmp_path / "out" / "montage.png")
     assert Image.open(saved).format == "PNG"
     assert [p.name for p in saved.parent.iterdir()] == ["montage.png"]

@@ -17,6 +17,7 @@ def test_demo_reason_names_each_cause(tmp_path):
     row = dict(file="a.png", url="demo:plate/1", page="demo:", sha256="0", width=1, height=1)
     files.write_manifest(tmp_path, [row])
     assert runinfo.demo_reason("imagenet", tmp_path) == "synthetic demo crystals"
+    assert runinfo.demo_reason(None, tmp_path) == "synthetic demo crystals"
     assert runinfo.demo_reason("random", tmp_path) == (
         "random VGG16 weights and synthetic demo crystals"
     )

@@ -55,24 +55,32 @@ def read_for_display(path: str | os.PathLike) -> np.ndarray:
 
 
 def show_flakes(
-    paths: Sequence[str | os.PathLike],
+    flakes: Sequence[str | os.PathLike | np.ndarray],
     titles: Sequence[str] | None = None,
     columns: int = 6,
     tile_inches: float = 2.0,
     suptitle: str | None = None,
     demo: bool | str = False,
 ) -> Figure:
-    """A grid of images with a title under each (the file name by default)."""
-    rows = max(1, math.ceil(len(paths) / columns))
-    columns = min(columns, max(1, len(paths)))
+    """A grid of images with a title over each.
+
+    ``flakes`` holds image paths (shown in their own proportions, titled with the file name by
+    default) or pixel arrays such as ``images.load_image`` returns (values 0-255).
+    """
+    rows = max(1, math.ceil(len(flakes) / columns))
+    columns = min(columns, max(1, len(flakes)))
     figure, axes = plt.subplots(
         rows, columns, figsize=(columns * tile_inches, rows * tile_inches * 1.1), squeeze=False
     )
-    titles = list(titles) if titles is not None else [Path(p).name for p in paths]
+    if titles is None:
+        titles = [Path(f).name if isinstance(f, str | os.PathLike) else "" for f in flakes]
     for axis in axes.flat:
         axis.axis("off")
-    for axis, path, title in zip(axes.flat, paths, titles, strict=False):
-        axis.imshow(read_for_display(path))
+    for axis, flake, title in zip(axes.flat, flakes, titles, strict=False):
+        if isinstance(flake, str | os.PathLike):
+            axis.imshow(read_for_display(flake))
+        else:
+            axis.imshow(np.clip(flake, 0, 255).astype(np.uint8))
         axis.set_title(title, fontsize=8)
     if suptitle:
         figure.suptitle(suptitle)

@@ -17,8 +17,12 @@ def peak_memory_mib() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes there, KiB here
 
 
-def demo_reason(weights_mode: str, image_dir: str | os.PathLike) -> str:
-    """Why this run is a demo ("" when it is not): random weights, synthetic crystals, or both."""
+def demo_reason(weights_mode: str | None, image_dir: str | os.PathLike) -> str:
+    """Why this run is a demo ("" when it is not): random weights, synthetic crystals, or both.
+
+    ``weights_mode`` is what ``features.load_vgg16`` returned, or None before any model is
+    loaded (then only the images are judged).
+    """
     reasons = []
     if weights_mode == "random":
         reasons.append("random VGG16 weights")
