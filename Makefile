@@ -40,7 +40,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check notebooks tests benchmarks
 	$(BIN)/ruff format --check notebooks tests benchmarks
-	$(BIN)/nbstripout --verify notebooks/*.ipynb
+	$(BIN)/nbstripout --verify --keep-id notebooks/*.ipynb
 
 format: $(STAMP)
 	$(BIN)/ruff format notebooks tests benchmarks
