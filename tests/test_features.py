@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from snowflake_tools import features
+from snowflake_tools import features, images
 
 SIZE = 32  # the smallest input VGG16 takes: block5_conv3 is then 2 x 2 x 512
 
@@ -130,8 +130,6 @@ def test_imagenet_without_internet_says_what_to_do(offline):
 
 
 def test_run_model_matches_extract_features_and_leaves_input_alone(extractor, flakes):
-    from snowflake_tools import images
-
     pixels = np.stack([images.load_image(path, SIZE) for path in flakes[:3]])
     before = pixels.copy()
     direct = features.run_model(extractor, pixels)

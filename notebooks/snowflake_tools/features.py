@@ -158,7 +158,7 @@ def extract_features(
     pending: list[tuple[int, Path, str]] = []  # (row, path, sha256) still to compute
     n_cached = 0
     for path in map(Path, paths):
-        key = files.sha256_file(path)
+        key = files.sha256_file(path) if folder is not None else ""
         cached = _read_cached(folder, key, n_values)
         if cached is not None:
             features[len(kept)] = cached
