@@ -172,3 +172,15 @@ def test_find_near_duplicates_lists_each_close_pair_once():
     close = search.find_near_duplicates(ranking, ratio=0.05)
     assert close[["file", "nearest_file"]].values.tolist() == [["a", "b"]]
     assert close.loc[0, "ratio_to_median"] == pytest.approx(0.001)
+
+
+def test_distinct_rows_gives_groups_and_their_first_rows():
+    features = np.array([[2.0], [1.0], [2.0], [3.0]], dtype=np.float32)
+    groups, first_rows = search.distinct_rows(features)
+    assert groups.tolist() == [0, 1, 0, 2]
+    assert first_rows.tolist() == [0, 1, 3]
+
+
+def test_check_features_returns_contiguous_float32():
+    checked = search.check_features(np.arange(6, dtype=np.float64).reshape(3, 2)[:, ::-1])
+    assert checked.dtype == np.float32 and checked.flags.c_contiguous

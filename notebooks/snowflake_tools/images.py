@@ -72,6 +72,17 @@ def to_rgb(image: Image.Image, background: tuple[int, int, int] = (0, 0, 0)) -> 
     return image.convert("RGB")
 
 
+def border_colour(pixels: np.ndarray) -> np.ndarray:
+    """Median colour of an RGB image's outermost ring of pixels: uint8 array of 3 values.
+
+    Snowflake photos have a dark, fairly even background, so this is the colour to pad or fill
+    with wherever an image needs pixels it does not have.
+    """
+    pixels = np.asarray(pixels)
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    return np.median(border, axis=0).astype(np.uint8)
+
+
 def fit_square(image: Image.Image, size: int) -> Image.Image:
     """Scale ``image`` so its longer side is ``size`` and pad it to a square.
 
@@ -83,9 +94,7 @@ def fit_square(image: Image.Image, size: int) -> Image.Image:
     width = max(1, round(image.width * scale))
     height = max(1, round(image.height * scale))
     resized = image.resize((width, height), Image.Resampling.LANCZOS)
-    pixels = np.asarray(image)
-    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-    fill = tuple(int(v) for v in np.median(border, axis=0))
+    fill = tuple(int(value) for value in border_colour(np.asarray(image)))
     canvas = Image.new("RGB", (size, size), fill)
     canvas.paste(resized, ((size - width) // 2, (size - height) // 2))
     return canvas

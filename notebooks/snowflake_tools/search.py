@@ -33,7 +33,8 @@ def exact_duplicate_groups(features: np.ndarray) -> np.ndarray:
     return groups
 
 
-def _check_features(features: np.ndarray) -> np.ndarray:
+def check_features(features: np.ndarray) -> np.ndarray:
+    """``features`` as a C-contiguous float32 matrix, or a ValueError saying what is wrong."""
     features = np.asarray(features)
     if features.ndim != 2:
         raise ValueError(
@@ -47,6 +48,17 @@ def _check_features(features: np.ndarray) -> np.ndarray:
             "check that those images loaded correctly."
         )
     return np.ascontiguousarray(features, dtype=np.float32)
+
+
+def distinct_rows(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Group exact copies: ``(groups, first_rows)``.
+
+    ``groups[i]`` is the group of row ``i`` (see :func:`exact_duplicate_groups`) and
+    ``first_rows[g]`` the first row of group ``g``, its representative: index
+    ``features[first_rows]`` to search each distinct vector once.
+    """
+    groups = exact_duplicate_groups(features)
+    return groups, np.unique(groups, return_index=True)[1]
 
 
 def nearest_distinct_neighbours(features: np.ndarray) -> pd.DataFrame:
@@ -71,10 +83,9 @@ def nearest_distinct_neighbours(features: np.ndarray) -> pd.DataFrame:
     near, the one with the lower row number wins, so results are reproducible. All rows are
     searched in a single batched call.
     """
-    features = _check_features(features)
-    groups = exact_duplicate_groups(features)
+    features = check_features(features)
+    groups, first_rows = distinct_rows(features)
     group_sizes = np.bincount(groups)
-    first_rows = np.unique(groups, return_index=True)[1]  # representative row of each group
     distinct = features[first_rows]
 
     nearest_group = np.full(len(distinct), -1, dtype=np.int64)
