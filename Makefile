@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RESULTS := results
 # Notebooks in reading order; `make run` executes them in this order.
-NOTEBOOKS := 01_download_snowflakes 02_most_unique_snowflake
+NOTEBOOKS := 01_download_snowflakes 02_most_unique_snowflake 03_how_robust_is_uniqueness
 
 .PHONY: setup run test lab bench lint format clean distclean
 

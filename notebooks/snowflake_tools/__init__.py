@@ -11,4 +11,6 @@ Modules:
     features  -- VGG16 feature extraction with a cache (notebook 02)
     search    -- nearest distinct neighbours with FAISS (notebook 02)
     plots     -- montages and result figures
+    runinfo   -- demo status, peak memory and run.json
+    robustness -- copies, self-retrieval, k-NN scores and agreement (notebook 03)
 """
