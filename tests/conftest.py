@@ -67,6 +67,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
+import papermill
 import pytest
 from PIL import Image
 
@@ -479,3 +480,30 @@ def snow_gallery(gallery_server) -> SnowGallery:
 def gallery_expected_sha256(snow_gallery) -> frozenset[str]:
     """SHA-256 of exactly the distinct full-size photos a depth-1 scrape must save."""
     return snow_gallery.expected_sha256
+
+
+NOTEBOOK_DIR = Path(__file__).parents[1] / "notebooks"
+
+
+@pytest.fixture
+def run_notebook(tmp_path):
+    """Execute a notebook of ``notebooks/`` top to bottom with papermill; return its output.
+
+    ``run_notebook(name, **parameters)`` runs it in ``notebooks/`` (as ``make run`` does) with
+    the given parameters, writes the executed copy to ``tmp_path / "out.ipynb"`` and returns
+    that file's text. A failing cell raises ``papermill.PapermillExecutionError``.
+    """
+
+    def run(name: str, **parameters) -> str:
+        output = tmp_path / "out.ipynb"
+        papermill.execute_notebook(
+            NOTEBOOK_DIR / name,
+            output,
+            cwd=NOTEBOOK_DIR,
+            progress_bar=False,
+            kernel_name="python3",
+            parameters=parameters,
+        )
+        return output.read_text()
+
+    return run

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import papermill as pm
 import pytest
 
@@ -11,30 +9,22 @@ from snowflake_tools import files
 
 pytestmark = pytest.mark.slow
 
-NOTEBOOK_DIR = Path(__file__).parents[1] / "notebooks"
 NOTEBOOK = "01_download_snowflakes.ipynb"
 
 
-def run(tmp_path, **parameters):
-    output = tmp_path / "out.ipynb"
-    pm.execute_notebook(
-        NOTEBOOK_DIR / NOTEBOOK,
-        output,
-        cwd=NOTEBOOK_DIR,
-        progress_bar=False,
-        kernel_name="python3",
-        parameters=dict(REQUEST_DELAY_S=0, **parameters),
-    )
-    return output.read_text()
+@pytest.fixture
+def run(run_notebook):
+    """Run notebook 01 without waiting between requests to the loopback server."""
+    return lambda **parameters: run_notebook(NOTEBOOK, REQUEST_DELAY_S=0, **parameters)
 
 
 def saved_sha256(image_dir):
     return {files.sha256_file(p) for p in image_dir.iterdir() if files.is_image_name(p.name)}
 
 
-def test_saves_exactly_the_distinct_photos_then_transfers_nothing(snow_gallery, tmp_path):
+def test_saves_exactly_the_distinct_photos_then_transfers_nothing(run, snow_gallery, tmp_path):
     image_dir = tmp_path / "flakes"
-    run(tmp_path, BASE_URL=snow_gallery.index_url, IMAGE_DIR=str(image_dir), SOURCE="web")
+    run(BASE_URL=snow_gallery.index_url, IMAGE_DIR=str(image_dir), SOURCE="web")
     assert saved_sha256(image_dir) == snow_gallery.expected_sha256
     manifest = files.read_manifest(image_dir)
     assert set(manifest["sha256"]) == snow_gallery.expected_sha256
@@ -42,18 +32,16 @@ def test_saves_exactly_the_distinct_photos_then_transfers_nothing(snow_gallery, 
     assert not [p for p in image_dir.iterdir() if p.name.endswith(".part")]
 
     snow_gallery.server.clear_log()
-    output = run(tmp_path, BASE_URL=snow_gallery.index_url, IMAGE_DIR=str(image_dir), SOURCE="auto")
+    output = run(BASE_URL=snow_gallery.index_url, IMAGE_DIR=str(image_dir), SOURCE="auto")
     requested = set(snow_gallery.server.paths())
     assert not requested & set(snow_gallery.image_paths)
     assert "already on disk" in output
     assert saved_sha256(image_dir) == snow_gallery.expected_sha256
 
 
-def test_auto_falls_back_to_demo_crystals(closed_port_url, tmp_path):
+def test_auto_falls_back_to_demo_crystals(run, closed_port_url, tmp_path):
     image_dir = tmp_path / "flakes"
-    output = run(
-        tmp_path, BASE_URL=closed_port_url, IMAGE_DIR=str(image_dir), SOURCE="auto", DEMO_COUNT=9
-    )
+    output = run(BASE_URL=closed_port_url, IMAGE_DIR=str(image_dir), SOURCE="auto", DEMO_COUNT=9)
     assert "DEMO" in output and "cannot be reached" in output
     manifest = files.read_manifest(image_dir)
     assert len(manifest) == 9
@@ -61,13 +49,13 @@ def test_auto_falls_back_to_demo_crystals(closed_port_url, tmp_path):
     assert saved_sha256(image_dir) == set(manifest["sha256"])
 
 
-def test_web_source_without_the_site_names_the_url_and_the_way_out(closed_port_url, tmp_path):
+def test_web_source_without_the_site_names_the_url_and_the_way_out(run, closed_port_url, tmp_path):
     with pytest.raises(pm.PapermillExecutionError) as raised:
-        run(tmp_path, BASE_URL=closed_port_url, IMAGE_DIR=str(tmp_path / "x"), SOURCE="web")
+        run(BASE_URL=closed_port_url, IMAGE_DIR=str(tmp_path / "x"), SOURCE="web")
     assert closed_port_url in str(raised.value)
     assert 'SOURCE="demo"' in str(raised.value)
 
 
-def test_unknown_source_is_refused(tmp_path):
+def test_unknown_source_is_refused(run, tmp_path):
     with pytest.raises(pm.PapermillExecutionError, match="SOURCE must be"):
-        run(tmp_path, IMAGE_DIR=str(tmp_path / "x"), SOURCE="ftp")
+        run(IMAGE_DIR=str(tmp_path / "x"), SOURCE="ftp")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,7 +15,6 @@ from snowflake_tools import files
 
 pytestmark = pytest.mark.slow
 
-NOTEBOOK_DIR = Path(__file__).parents[1] / "notebooks"
 NOTEBOOK = "02_most_unique_snowflake.ipynb"
 
 
@@ -35,28 +33,24 @@ def make_folder(folder):
     return folder
 
 
-def run(tmp_path, image_dir, **parameters):
-    results = tmp_path / "results"
-    pm.execute_notebook(
-        NOTEBOOK_DIR / NOTEBOOK,
-        tmp_path / "out.ipynb",
-        cwd=NOTEBOOK_DIR,
-        progress_bar=False,
-        kernel_name="python3",
-        parameters=dict(
-            IMAGE_DIR=str(image_dir),
-            RESULTS_DIR=str(results),
-            WEIGHTS=None,
-            IMAGE_SIZE=64,
-            **parameters,
-        ),
-    )
-    return results
+@pytest.fixture
+def run(run_notebook, tmp_path):
+    """Run notebook 02 on ``image_dir`` with random weights and 64-pixel images."""
+
+    def run_on(image_dir, **parameters):
+        results = tmp_path / "results"
+        run_notebook(
+            NOTEBOOK, IMAGE_DIR=str(image_dir), RESULTS_DIR=str(results), WEIGHTS=None,
+            IMAGE_SIZE=64, **parameters,
+        )  # fmt: skip
+        return results
+
+    return run_on
 
 
-def test_ranks_flakes_skips_bad_files_and_reuses_the_cache(tmp_path):
+def test_ranks_flakes_skips_bad_files_and_reuses_the_cache(run, tmp_path):
     image_dir = make_folder(tmp_path / "flakes")
-    results = run(tmp_path, image_dir)
+    results = run(image_dir)
 
     ranking = pd.read_csv(results / "uniqueness.csv", keep_default_na=False)
     assert list(ranking.columns) == ["rank", "file", "nearest_file", "distance", "duplicates"]
@@ -84,20 +78,20 @@ def test_ranks_flakes_skips_bad_files_and_reuses_the_cache(tmp_path):
     assert record["peak_memory_mib"] > 0
     assert {"extract_seconds", "search_seconds"} <= set(record)
 
-    again = run(tmp_path, image_dir)
+    again = run(image_dir)
     assert json.loads((again / "run.json").read_text())["n_cached"] == 12
     rerun = pd.read_csv(again / "uniqueness.csv", keep_default_na=False)
     pd.testing.assert_frame_equal(rerun, ranking)
 
 
-def test_missing_image_folder_says_to_run_notebook_01(tmp_path):
+def test_missing_image_folder_says_to_run_notebook_01(run, tmp_path):
     with pytest.raises(pm.PapermillExecutionError, match="01_download_snowflakes.ipynb"):
-        run(tmp_path, tmp_path / "nowhere")
+        run(tmp_path / "nowhere")
 
 
-def test_single_image_is_a_clear_error(tmp_path):
+def test_single_image_is_a_clear_error(run, tmp_path):
     folder = tmp_path / "one"
     folder.mkdir()
     Image.new("RGB", (40, 40)).save(folder / "lonely.png")
     with pytest.raises(pm.PapermillExecutionError, match="at least 2"):
-        run(tmp_path, folder)
+        run(folder)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pandas as pd
 import papermill as pm
@@ -13,7 +12,6 @@ from PIL import Image
 
 pytestmark = pytest.mark.slow
 
-NOTEBOOK_DIR = Path(__file__).parents[1] / "notebooks"
 NOTEBOOK = "03_how_robust_is_uniqueness.ipynb"
 N_FLAKES = 8  # readable images in the folder, an exact duplicate pair among them
 
@@ -30,35 +28,34 @@ def make_folder(folder, make_image):
     return folder
 
 
-def run(tmp_path, image_dir, **parameters):
-    results = tmp_path / "results"
-    settings = dict(
-        IMAGE_DIR=str(image_dir),
-        RESULTS_DIR=str(results),
-        CACHE_DIR=str(tmp_path / "cache"),
-        WEIGHTS=None,
-        IMAGE_SIZE=32,
-        BATCH_SIZE=8,
-        ANGLES=[90],
-        POOL_ANGLES=[0, 90, 180, 270],  # exact quarter turns: pooled copies turned by 90 match
-        K_NEIGHBOURS=2,
-        TOP_N=3,
-        POSE_DRAWS=3,
-    )
-    pm.execute_notebook(
-        NOTEBOOK_DIR / NOTEBOOK,
-        tmp_path / "out.ipynb",
-        cwd=NOTEBOOK_DIR,
-        progress_bar=False,
-        kernel_name="python3",
-        parameters=settings | parameters,
-    )
-    return results
+@pytest.fixture
+def run(run_notebook, tmp_path):
+    """Run notebook 03 on ``image_dir`` with random weights, 32-pixel images, few copies."""
+
+    def run_on(image_dir, **parameters):
+        results = tmp_path / "results"
+        settings = dict(
+            IMAGE_DIR=str(image_dir),
+            RESULTS_DIR=str(results),
+            CACHE_DIR=str(tmp_path / "cache"),
+            WEIGHTS=None,
+            IMAGE_SIZE=32,
+            BATCH_SIZE=8,
+            ANGLES=[90],
+            POOL_ANGLES=[0, 90, 180, 270],  # exact quarter turns: copies turned by 90 match
+            K_NEIGHBOURS=2,
+            TOP_N=3,
+            POSE_DRAWS=3,
+        )
+        run_notebook(NOTEBOOK, **(settings | parameters))
+        return results
+
+    return run_on
 
 
-def test_measures_robustness_and_writes_every_table_and_figure(tmp_path, make_image):
+def test_measures_robustness_and_writes_every_table_and_figure(run, tmp_path, make_image):
     image_dir = make_folder(tmp_path / "flakes", make_image)
-    results = run(tmp_path, image_dir)
+    results = run(image_dir)
 
     summary = pd.read_csv(results / "self_retrieval.csv")
     assert list(summary.columns) == ["method", "copy", "recall_at_1", "median_rank", "copies"]
@@ -105,13 +102,13 @@ def test_measures_robustness_and_writes_every_table_and_figure(tmp_path, make_im
     assert record["best_winner"] in set(rankings["file"])
 
 
-def test_a_bad_parameter_is_a_clear_error_before_any_work(tmp_path, make_image):
+def test_a_bad_parameter_is_a_clear_error_before_any_work(run, tmp_path, make_image):
     image_dir = make_folder(tmp_path / "flakes", make_image)
     with pytest.raises(pm.PapermillExecutionError, match='POOLING must be "mean" or "max"'):
-        run(tmp_path, image_dir, POOLING="median")
+        run(image_dir, POOLING="median")
     assert not (tmp_path / "cache").exists()  # stopped before extracting anything
 
 
-def test_missing_image_folder_says_to_run_notebook_01(tmp_path):
+def test_missing_image_folder_says_to_run_notebook_01(run, tmp_path):
     with pytest.raises(pm.PapermillExecutionError, match="01_download_snowflakes.ipynb"):
-        run(tmp_path, tmp_path / "nowhere")
+        run(tmp_path / "nowhere")
