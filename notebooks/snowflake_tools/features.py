@@ -152,20 +152,17 @@ def extract_features(
     image_size = int(model.input.shape[1])
     n_values = int(np.prod(model.output.shape[1:]))
     folder = cache_folder(cache_dir, model, image_size) if cache_dir is not None else None
+    paths = [Path(path) for path in paths]
     features = np.empty((len(paths), n_values), dtype=np.float32)
-    kept: list[Path] = []
     skipped: list[dict] = []
     pending: list[tuple[int, Path, str]] = []  # (row, path, sha256) still to compute
-    n_cached = 0
-    for path in map(Path, paths):
+    for row, path in enumerate(paths):
         key = files.sha256_file(path) if folder is not None else ""
         cached = _read_cached(folder, key, n_values)
         if cached is not None:
-            features[len(kept)] = cached
-            n_cached += 1
+            features[row] = cached
         else:
-            pending.append((len(kept), path, key))
-        kept.append(path)
+            pending.append((row, path, key))
 
     bar = tqdm(total=len(pending), desc="Extracting features", unit="img", disable=not progress)
     failed_rows: list[int] = []
@@ -180,14 +177,14 @@ def extract_features(
         bar.update(len(batch))
     bar.close()
 
-    keep = np.setdiff1d(np.arange(len(kept)), failed_rows)
+    keep = np.setdiff1d(np.arange(len(paths)), failed_rows)
     if failed_rows:
         features = features[keep]  # copies only when something was skipped
     return Extraction(
         features=features,
-        paths=[kept[row] for row in keep],
+        paths=[paths[row] for row in keep],
         skipped=pd.DataFrame(skipped, columns=["file", "reason"]),
-        n_cached=n_cached,
+        n_cached=len(paths) - len(pending),
         seconds=time.perf_counter() - started,
     )
 

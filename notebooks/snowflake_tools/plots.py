@@ -30,21 +30,21 @@ def save_figure(figure: Figure, path: str | os.PathLike, dpi: int = 120) -> Path
     return path
 
 
-def stamp_demo(figure: Figure, why: str = "random weights") -> Figure:
-    """Write a large, faint DEMO across ``figure`` and say why at the bottom."""
+def stamp_demo(figure: Figure, demo: bool | str = True) -> Figure:
+    """Write a large, faint DEMO across ``figure`` and say why at the bottom.
+
+    ``demo`` is the reason as text, ``True`` for "random weights", or false to leave the
+    figure as it is, so every plotting function can pass its ``demo`` argument straight on.
+    """
+    if not demo:
+        return figure
+    why = demo if isinstance(demo, str) else "random weights"
     figure.text(
         0.5, 0.5, "DEMO", fontsize=90, color="red", alpha=0.18, rotation=30,
         ha="center", va="center", weight="bold", zorder=100,
     )  # fmt: skip
     figure.text(0.5, 0.0, f"DEMO: {why}", color="red", ha="center", va="top", fontsize=10)
     return figure
-
-
-def _maybe_stamp(figure: Figure, demo: bool | str) -> Figure:
-    """Stamp DEMO when ``demo`` is true; a string says why."""
-    if not demo:
-        return figure
-    return stamp_demo(figure, demo if isinstance(demo, str) else "random weights")
 
 
 def read_for_display(path: str | os.PathLike) -> np.ndarray:
@@ -85,7 +85,7 @@ def show_flakes(
     if suptitle:
         figure.suptitle(suptitle)
     figure.tight_layout()
-    return _maybe_stamp(figure, demo)
+    return stamp_demo(figure, demo)
 
 
 def outliers(distances: pd.Series) -> pd.Series:
@@ -128,7 +128,7 @@ def plot_distances(ranking: pd.DataFrame, max_labels: int = 8, demo: bool | str 
     if is_outlier.any():
         axis.legend(loc="lower right")
     figure.tight_layout()
-    return _maybe_stamp(figure, demo)
+    return stamp_demo(figure, demo)
 
 
 def plot_most_unique(
@@ -158,4 +158,4 @@ def plot_most_unique(
         right.axis("off")
     figure.suptitle(f"The {len(top)} most unique snowflakes and their closest look-alikes")
     figure.tight_layout()
-    return _maybe_stamp(figure, demo)
+    return stamp_demo(figure, demo)

@@ -343,9 +343,7 @@ def plot_self_retrieval(summary: pd.DataFrame, demo: bool | str = False) -> Figu
         axis.set_xticks(positions, copies, rotation=15)
     right.legend(fontsize=8, loc="upper right")  # right: the tall bars are on the left
     figure.tight_layout()
-    if demo:
-        plots.stamp_demo(figure, demo if isinstance(demo, str) else "random weights")
-    return figure
+    return plots.stamp_demo(figure, demo)
 
 
 # --- Uniqueness scores and agreement -----------------------------------------------------------
