@@ -1,8 +1,8 @@
 """Shared fixtures: synthetic snowflake images and a loopback web server serving a fixture gallery.
 
 Nothing here touches the real network: the server listens on 127.0.0.1 on a random port, and
-every page and image is written by the fixtures into ``tmp_path`` (images are drawn with numpy,
-never real photos).
+every page and image is written by the fixtures into ``tmp_path`` (images are synthetic
+crystals from ``snowflake_tools.demo``, never real photos).
 
 Fixtures
 --------
@@ -71,24 +71,14 @@ import papermill
 import pytest
 from PIL import Image
 
+from snowflake_tools import demo
+
 # --- Synthetic images -------------------------------------------------------------------------
 
 
 def draw_flake(seed: int, size: tuple[int, int] = (120, 100)) -> np.ndarray:
-    """A synthetic snow crystal: uint8 array of shape (height, width, 3), six-fold symmetric."""
-    width, height = size
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
-    x = (x - width / 2) / (min(size) / 2)
-    y = (y - height / 2) / (min(size) / 2)
-    radius, angle = np.hypot(x, y), np.arctan2(y, x)
-    arms = np.abs(np.cos(3 * angle)) ** rng.uniform(2, 12)
-    rings = 0.5 + 0.5 * np.cos(radius * rng.uniform(8, 30) + rng.uniform(0, np.pi))
-    crystal = np.clip(arms * rings * (radius < rng.uniform(0.6, 0.95)), 0, 1)
-    background = np.array([20, 30, 60]) + rng.integers(0, 30, size=3)
-    pixels = background + crystal[..., None] * (np.array([235, 240, 255]) - background)
-    pixels += rng.normal(0, 4, size=pixels.shape)
-    return np.clip(pixels, 0, 255).astype(np.uint8)
+    """A synthetic snow crystal, ``size`` = (width, height): ``demo.quick_crystal``'s pixels."""
+    return demo.quick_crystal(seed, size)
 
 
 def encode_image(pixels: np.ndarray, fmt: str = "JPEG") -> bytes:
@@ -101,6 +91,7 @@ def encode_image(pixels: np.ndarray, fmt: str = "JPEG") -> bytes:
     return buffer.getvalue()
 
 
+@functools.cache  # bytes never change: the fixture gallery is rebuilt for many tests
 def make_flake_image(seed: int, size: tuple[int, int] = (120, 100), fmt: str = "JPEG") -> bytes:
     """Encoded bytes of ``draw_flake(seed, size)``."""
     return encode_image(draw_flake(seed, size), fmt)

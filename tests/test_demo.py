@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -41,13 +43,6 @@ def outline_profile(pixels: np.ndarray, rings: int = 8) -> np.ndarray:
     return np.append(covered[:rings], edge / ice.sum())
 
 
-def test_family_names_are_split_into_regular_and_singular():
-    assert demo.FAMILIES == demo.REGULAR_FAMILIES + demo.SINGULAR_FAMILIES
-    assert len(set(demo.FAMILIES)) == len(demo.FAMILIES)
-    assert len(demo.REGULAR_FAMILIES) >= 3
-    assert 3 <= len(demo.SINGULAR_FAMILIES) <= 5
-
-
 def test_unknown_family_is_refused_with_the_valid_names():
     with pytest.raises(ValueError) as error:
         demo.generate_crystal("snowman", seed=1, side=SIDE)
@@ -82,6 +77,33 @@ def test_different_seeds_give_different_crystals_of_one_family():
         for j in range(i + 1, len(crystals)):
             difference = np.abs(crystals[i].astype(int) - crystals[j].astype(int)).mean()
             assert difference > 5, f"seeds {i + 1} and {j + 1} look the same"
+
+
+def test_quick_crystal_is_a_bright_crystal_cut_from_the_middle_of_a_square_photo():
+    square = demo.quick_crystal(4, (120, 120))
+    wide = demo.quick_crystal(4, (120, 100))
+    tall = demo.quick_crystal(4, (100, 120))
+    assert wide.shape == (100, 120, 3) and tall.shape == (120, 100, 3)
+    assert wide.dtype == np.uint8
+    assert np.array_equal(wide, square[10:110]) and np.array_equal(tall, square[:, 10:110])
+    assert square.max() > 150 and np.median(square) < 60, "a bright crystal on a dark backdrop"
+    assert np.abs(square.astype(int) - demo.quick_crystal(5, (120, 120))).mean() > 5
+
+
+def test_fixture_images_are_the_quick_crystals_of_demo(make_image):
+    data = make_image(7, (72, 64), "PNG")
+    with Image.open(io.BytesIO(data)) as image:
+        assert np.array_equal(np.asarray(image), demo.quick_crystal(7, (72, 64)))
+
+
+def test_blur_is_a_gaussian_blur_with_edges_repeated():
+    ndimage = pytest.importorskip("scipy.ndimage")
+    image = np.random.default_rng(0).random((40, 30, 3)).astype(np.float32)
+    for sigma in (0.4, 1.6, 6.0):
+        expected = ndimage.gaussian_filter(
+            image, sigma, mode="nearest", radius=int(np.ceil(3 * sigma)), axes=(0, 1)
+        )
+        assert np.allclose(demo._blur(image, sigma), expected, atol=1e-6)
 
 
 def test_grown_state_is_six_fold_symmetric_without_noise():

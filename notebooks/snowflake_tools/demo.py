@@ -1,4 +1,4 @@
-"""Synthetic snow crystals for offline runs of the tutorial (notebook 01).
+"""Synthetic snow crystals for offline runs of the tutorial (notebook 01), and for tests.
 
 When the snowflake gallery cannot be reached, notebook 01 fills the image folder with crystals
 grown by a physical model instead, so notebook 02 still has something worth ranking.
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -54,6 +53,9 @@ DEMO_PAGE = "demo:"
 
 _SQRT3 = np.sqrt(3.0)
 
+#: A state and the angle (radians) it is turned by in the picture; most crystals have one.
+Layers = list[tuple[np.ndarray, float]]
+
 
 # --- The growth model ------------------------------------------------------------------------
 
@@ -74,6 +76,7 @@ def lattice_xy(state_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _check_growth_parameters(alpha, beta, gamma, steps, grid_radius, max_fill) -> None:
+    """Raise one ValueError naming every parameter of :func:`grow_crystal` out of range."""
     problems = []
     if not 0 < alpha <= 2:
         problems.append(f"alpha={alpha} must be in (0, 2] (diffusion; 1 is Reiter's usual value)")
@@ -161,36 +164,31 @@ def grow_crystal(
                 f"grow_crystal: start has shape {start.shape}, but grid_radius={grid_radius} "
                 f"needs {(width, width)}; pass the grid_radius that grew it."
             )
-        frozen = start.ravel() >= 1
-        state[frozen] = start.ravel()[frozen]
+        state = np.where(start.ravel() >= 1, start.ravel(), state)
 
     # On the flattened array the six neighbours of cell k are k + offset; the slice lo:hi keeps
     # every neighbour inside the array (the rows it wraps on lie outside the domain anyway).
     offsets = (1, -1, width, -width, 1 - width, width - 1)
     lo, hi = width + 1, width * width - width - 1
-    keep = np.float32(1 - alpha / 2)
-    share = np.float32(alpha / 12)
-    background = np.where(outside, np.float32(beta), np.float32(0))
+    keep, share = np.float32(1 - alpha / 2), np.float32(alpha / 12)
     inside = (~outside).astype(np.float32)
-    vapour = np.empty_like(state)
-    arriving = np.zeros_like(state)
-    receptive = np.zeros_like(state)
-    open_air = np.ones_like(state)
-    gain = np.zeros_like(state)
+    background = np.where(outside, np.float32(beta), np.float32(0))
+    vapour, arriving = np.empty_like(state), np.zeros_like(state)
     ice_cells = -1
     for _ in range(int(steps)):
         ice = state >= 1
-        count = int(np.count_nonzero(ice))
-        if count != ice_cells:  # the receptive set only changes when new ice appears
-            ice_cells = count
+        if np.count_nonzero(ice) != ice_cells:  # receptive cells change only with new ice
+            ice_cells = np.count_nonzero(ice)
             if ice[near_edge].any():
                 break
             touching = ice.copy()
             for offset in offsets:
                 touching[lo:hi] |= ice[lo + offset : hi + offset]
-            receptive[:] = touching
-            np.subtract(1, receptive, out=open_air)
-            np.multiply(receptive, np.float32(gamma), out=gain)
+            receptive = touching.astype(np.float32)
+            open_air = 1 - receptive
+            gain = receptive * np.float32(gamma)
+        # state = (state * receptive + gain + vapour * keep + arriving * share) * inside
+        #         + background, computed in place: this loop runs thousands of times.
         np.multiply(state, open_air, out=vapour)
         np.add(vapour[lo + 1 : hi + 1], vapour[lo - 1 : hi - 1], out=arriving[lo:hi])
         for offset in offsets[2:]:
@@ -209,44 +207,41 @@ def grow_crystal(
 # --- Rendering -------------------------------------------------------------------------------
 
 
-def _neighbours_all(mask: np.ndarray) -> np.ndarray:
-    """Cells of a 2-D hex-lattice mask whose six neighbours are all in the mask (an erosion)."""
-    inner = np.zeros_like(mask)
-    core = mask[1:-1, 1:-1].copy()
-    for rows, columns in ((0, 1), (0, -1), (1, 0), (-1, 0), (-1, 1), (1, -1)):
-        core &= mask[1 + rows : mask.shape[0] - 1 + rows, 1 + columns : mask.shape[1] - 1 + columns]
-    inner[1:-1, 1:-1] = core
-    return inner
-
-
 def _edge_distance(ice: np.ndarray) -> np.ndarray:
-    """Hex-lattice steps from each ice cell to the nearest open cell (0 outside the ice)."""
+    """Hex-lattice steps from each ice cell to the nearest open cell (0 outside the ice).
+
+    Peels the ice layer by layer: each round keeps the cells whose six neighbours are all ice.
+    """
     distance = np.zeros(ice.shape, dtype=np.float32)
     layer = ice
+    rows, columns = ice.shape
     while layer.any():
         distance += layer
-        layer = _neighbours_all(layer)
+        inner = layer[1:-1, 1:-1].copy()
+        for down, right in ((0, 1), (0, -1), (1, 0), (-1, 0), (-1, 1), (1, -1)):
+            inner &= layer[1 + down : rows - 1 + down, 1 + right : columns - 1 + right]
+        layer = np.zeros_like(layer)
+        layer[1:-1, 1:-1] = inner
     return distance
 
 
 def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian blur over the first two axes (``sigma`` in pixels), edges repeated."""
-    if sigma <= 0:
-        return image
+    """Gaussian blur over the first two axes (``sigma`` in pixels, edges repeated), in float32.
+
+    A separable convolution: 1-D Gaussian weights out to 3 sigma, down the rows, then across
+    the columns.
+    """
     radius = max(1, int(np.ceil(3 * sigma)))
-    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2).astype(np.float32)
-    taps /= taps.sum()
-    result = image.astype(np.float32)
+    weights = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2).astype(np.float32)
+    weights /= weights.sum()
+    blurred = image.astype(np.float32)
     for axis in (0, 1):
-        pad = [(0, 0)] * result.ndim
-        pad[axis] = (radius, radius)
-        padded = np.pad(result, pad, mode="edge")
-        length = result.shape[axis]
-        result = sum(
-            weight * np.take(padded, np.arange(k, k + length), axis=axis)
-            for k, weight in enumerate(taps)
+        padding = [(radius, radius) if k == axis else (0, 0) for k in range(blurred.ndim)]
+        windows = np.lib.stride_tricks.sliding_window_view(
+            np.pad(blurred, padding, mode="edge"), weights.size, axis=axis
         )
-    return result
+        blurred = sum(weight * windows[..., k] for k, weight in enumerate(weights))
+    return blurred
 
 
 def _sample(field: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -299,16 +294,13 @@ def _pixel_grid(side: int, scale: float, rotation: float) -> tuple[np.ndarray, n
     return cos * u + sin * v, -sin * u + cos * v
 
 
-def _render_layers(
-    layers: list[tuple[np.ndarray, float]], side: int, rng: np.random.Generator, bands: float
-) -> np.ndarray:
-    """Render one or more hex-lattice states (each with its own turn, radians) as one photo."""
-    for state, _ in layers:
-        if state.ndim != 2 or not (state >= 1).any():
-            raise ValueError(
-                "render_crystal: the state must be a 2-D hex-lattice array from grow_crystal "
-                "holding some ice (cells >= 1); this one has none, grow it longer."
-            )
+def _render_layers(layers: Layers, side: int, rng: np.random.Generator, bands: float) -> np.ndarray:
+    """Render one or more hex-lattice states, each turned by its own angle, as one photo."""
+    if any(state.ndim != 2 or not (state >= 1).any() for state, _ in layers):
+        raise ValueError(
+            "render_crystal: the state must be a 2-D hex-lattice array from grow_crystal "
+            "holding some ice (cells >= 1); this one has none, grow it longer."
+        )
     extent = max(_extent(state) for state, _ in layers)
     scale = rng.uniform(0.80, 0.92) * (side / 2) / extent  # pixels per cell spacing
     rotation = rng.uniform(0, 2 * np.pi)
@@ -323,6 +315,7 @@ def _render_layers(
 
 
 def _smoothstep(low: float, high: float, value: np.ndarray) -> np.ndarray:
+    """0 below ``low``, 1 above ``high``, and a smooth S-curve in between."""
     t = np.clip((value - low) / (high - low), 0, 1)
     return t * t * (3 - 2 * t)
 
@@ -330,15 +323,18 @@ def _smoothstep(low: float, high: float, value: np.ndarray) -> np.ndarray:
 def _photograph(
     coverage: np.ndarray, height: np.ndarray, scale: float, rng: np.random.Generator
 ) -> np.ndarray:
-    """Turn ice coverage and relief (both ``(side, side)``) into an RGB uint8 'photo'."""
+    """Light ice coverage and relief (both ``(side, side)``) as in a snowflake micrograph.
+
+    Dark-field lighting, as under a snowflake microscope: slopes (ridges, growth steps, edges)
+    scatter light into the lens and look bright, flat ice lets the dark backdrop through, one
+    side is lit a little more than the other, and the rim glows. Returns RGB uint8 pixels.
+    """
     side = coverage.shape[0]
     unit = side / 256  # keeps blur radii and noise alike at every image size
     # Soften the lattice staircase, then sharpen back to a crisp but smooth outline.
     ice = _smoothstep(0.3, 0.7, _blur(coverage, max(0.4, 0.35 * scale)))
     relief = _blur(height * ice, max(0.5, 0.4 * scale))
 
-    # Dark-field lighting, as under a snowflake microscope: slopes (ridges, steps, edges)
-    # scatter light into the lens and look bright, flat ice lets the dark backdrop through.
     slope_y, slope_x = np.gradient(relief * (3.0 * unit))
     steepness = np.hypot(slope_x, slope_y)
     scatter = steepness / (0.35 + steepness)
@@ -424,7 +420,6 @@ class Recipe(NamedTuple):
 
     phases: tuple[Phase, ...]
     grid_radius: int = 70
-    noise: float = 0.002
     bands: float = 0.6
 
 
@@ -461,10 +456,8 @@ RECIPES: dict[str, Recipe] = {
         grid_radius=85,
     ),
 }
-
-
-def _draw(span: tuple[float, float], rng: np.random.Generator) -> float:
-    return float(rng.uniform(*span))
+#: Grid radius (cells) of :func:`quick_crystal`: coarse, but grown in about a millisecond.
+QUICK_GRID_RADIUS = 16
 
 
 def _grow_recipe(recipe: Recipe, rng: np.random.Generator) -> np.ndarray:
@@ -472,28 +465,16 @@ def _grow_recipe(recipe: Recipe, rng: np.random.Generator) -> np.ndarray:
     state = None
     for phase in recipe.phases:
         state = grow_crystal(
-            _draw(phase.alpha, rng),
-            _draw(phase.beta, rng),
-            _draw(phase.gamma, rng),
+            rng.uniform(*phase.alpha),
+            rng.uniform(*phase.beta),
+            rng.uniform(*phase.gamma),
             steps=20_000,
             grid_radius=recipe.grid_radius,
             rng=rng,
-            noise=recipe.noise,
-            max_fill=_draw(phase.fill, rng),
+            max_fill=rng.uniform(*phase.fill),
             start=state,
         )
     return state
-
-
-Layers = list[tuple[np.ndarray, float]]
-
-
-def _regular(family: str) -> Callable[[np.random.Generator], tuple[Layers, float]]:
-    def grow(rng: np.random.Generator) -> tuple[Layers, float]:
-        recipe = RECIPES[family]
-        return [(_grow_recipe(recipe, rng), 0.0)], recipe.bands
-
-    return grow
 
 
 def _twelve_branched(rng: np.random.Generator) -> tuple[Layers, float]:
@@ -513,23 +494,20 @@ def _triangular(rng: np.random.Generator) -> tuple[Layers, float]:
     recipe = RECIPES["hexagonal_plate"]
     core = _grow_recipe(recipe._replace(phases=recipe.phases[:1]), rng)
     x, y = lattice_xy(core.shape)
-    apothem = _extent(core) * np.sqrt(3) / 2
-    cut = apothem * rng.uniform(0.6, 0.72)
+    cut = _extent(core) * _SQRT3 / 2 * rng.uniform(0.6, 0.72)  # from the centre, < apothem
     keep = np.ones(core.shape, dtype=bool)
     for angle in np.pi / 6 + np.arange(3) * 2 * np.pi / 3:
         keep &= np.cos(angle) * x + np.sin(angle) * y <= cut
-    core = np.where(keep, core, 0.0).astype(np.float32)
     edge = recipe.phases[1]
     state = grow_crystal(
-        _draw(edge.alpha, rng),
-        _draw(edge.beta, rng),
-        _draw(edge.gamma, rng),
+        rng.uniform(*edge.alpha),
+        rng.uniform(*edge.beta),
+        rng.uniform(*edge.gamma),
         steps=int(rng.integers(8, 14)),
         grid_radius=recipe.grid_radius,
         rng=rng,
-        noise=recipe.noise,
         max_fill=None,
-        start=core,
+        start=np.where(keep, core, 0.0),
     )
     return [(state, 0.0)], recipe.bands
 
@@ -571,13 +549,18 @@ def _capped_column(rng: np.random.Generator) -> tuple[Layers, float]:
     return [(state.astype(np.float32), 0.0)], 0.8
 
 
-_GROWERS: dict[str, Callable[[np.random.Generator], tuple[Layers, float]]] = {
-    **{family: _regular(family) for family in REGULAR_FAMILIES},
+_SINGULAR_GROWERS = {
     "twelve_branched": _twelve_branched,
     "triangular": _triangular,
     "broken": _broken,
     "capped_column": _capped_column,
 }
+
+
+def _checked_seed(seed: int) -> int:
+    if int(seed) != seed or seed < 0:
+        raise ValueError(f"seed={seed} must be a whole number >= 0.")
+    return int(seed)
 
 
 def generate_crystal(family: str, seed: int, side: int = 256) -> np.ndarray:
@@ -589,14 +572,33 @@ def generate_crystal(family: str, seed: int, side: int = 256) -> np.ndarray:
 
     Returns an RGB uint8 array of shape ``(side, side, 3)``.
     """
-    if family not in _GROWERS:
+    if family not in FAMILIES:
         raise ValueError(f"Unknown family {family!r}; choose one of: {', '.join(FAMILIES)}.")
-    if int(seed) != seed or seed < 0:
-        raise ValueError(f"seed={seed} must be a whole number >= 0.")
+    rng = np.random.default_rng(_checked_seed(seed))
     side = _checked_side(side)
-    rng = np.random.default_rng(int(seed))
-    layers, bands = _GROWERS[family](rng)
+    if family in RECIPES:
+        layers, bands = [(_grow_recipe(RECIPES[family], rng), 0.0)], RECIPES[family].bands
+    else:
+        layers, bands = _SINGULAR_GROWERS[family](rng)
     return _render_layers(layers, side, rng, bands)
+
+
+def quick_crystal(seed: int, size: tuple[int, int] = (128, 128)) -> np.ndarray:
+    """A small crystal photo in a few milliseconds, for tests and benchmarks that need many.
+
+    Like :func:`generate_crystal`, but the family is picked by ``seed`` among
+    ``REGULAR_FAMILIES`` and grown on a coarse grid (``QUICK_GRID_RADIUS`` cells). ``size`` is
+    ``(width, height)`` in pixels, the larger at least 16; a frame that is not square is cut
+    from the middle of a square photo. Returns RGB uint8 pixels of shape ``(height, width, 3)``.
+    """
+    width, height = size
+    side = _checked_side(max(width, height))
+    rng = np.random.default_rng(_checked_seed(seed))
+    recipe = RECIPES[REGULAR_FAMILIES[seed % len(REGULAR_FAMILIES)]]
+    state = _grow_recipe(recipe._replace(grid_radius=QUICK_GRID_RADIUS), rng)
+    pixels = _render_layers([(state, 0.0)], side, rng, recipe.bands)
+    top, left = (side - height) // 2, (side - width) // 2
+    return pixels[top : top + height, left : left + width]
 
 
 # --- The demo set ----------------------------------------------------------------------------
@@ -622,10 +624,11 @@ def plan_demo_set(count: int = 60, seed: int = 0) -> list[tuple[str, int, int]]:
         raise ValueError(f"seed={seed} must be a whole number in [0, {2**32 // SEEDS_PER_SET}).")
     singular = min(len(SINGULAR_FAMILIES), max(0, count - len(REGULAR_FAMILIES)))
     regular = count - singular
+    most = _MOST_PER_FAMILY * len(REGULAR_FAMILIES) + len(SINGULAR_FAMILIES)
     if regular > _MOST_PER_FAMILY * len(REGULAR_FAMILIES):
-        raise ValueError(f"count={count} is too large; a demo set holds at most 4995 crystals.")
+        raise ValueError(f"count={count} is too large; a demo set holds at most {most} crystals.")
     families = [REGULAR_FAMILIES[k % len(REGULAR_FAMILIES)] for k in range(regular)]
-    families += list(SINGULAR_FAMILIES[:singular])
+    families += SINGULAR_FAMILIES[:singular]
     plan, numbers = [], dict.fromkeys(FAMILIES, 0)
     for family in families:
         numbers[family] += 1
@@ -681,7 +684,7 @@ def make_demo_set(
         plan, desc="Growing snow crystals", unit="crystal", disable=not progress
     ):
         name = f"demo-{family}-{number:02d}.png"
-        url = f"demo:{family}/{crystal_seed}"
+        url = f"{DEMO_PAGE}{family}/{crystal_seed}"
         path = folder / name
         if _up_to_date(path, known.get(name), url, side):
             rows.append({column: known[name][column] for column in files.MANIFEST_COLUMNS})
@@ -690,16 +693,8 @@ def make_demo_set(
         digest = files.sha256_bytes(data)
         if not (path.is_file() and files.sha256_file(path) == digest):
             files.atomic_write_bytes(path, data)
-        rows.append(
-            {
-                "file": name,
-                "url": url,
-                "page": DEMO_PAGE,
-                "sha256": digest,
-                "width": side,
-                "height": side,
-            }
-        )
+        row = {"file": name, "url": url, "page": DEMO_PAGE, "sha256": digest}
+        rows.append(row | {"width": side, "height": side})
     written = pd.DataFrame(rows, columns=files.MANIFEST_COLUMNS)
     _merge_manifest(folder, manifest, written)
     return written
