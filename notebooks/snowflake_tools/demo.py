@@ -229,7 +229,8 @@ def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian blur over the first two axes (``sigma`` in pixels, edges repeated), in float32.
 
     A separable convolution: 1-D Gaussian weights out to 3 sigma, down the rows, then across
-    the columns.
+    the columns. Not Pillow's (box blurs on 8-bit images) nor scipy's (sums in float64): either
+    would change the demo images a little, and with them the demo set's distances.
     """
     radius = max(1, int(np.ceil(3 * sigma)))
     weights = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2).astype(np.float32)
