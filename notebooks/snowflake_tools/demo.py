@@ -324,29 +324,17 @@ def _smoothstep(low: float, high: float, value: np.ndarray) -> np.ndarray:
 def _photograph(
     coverage: np.ndarray, height: np.ndarray, scale: float, rng: np.random.Generator
 ) -> np.ndarray:
-    """Light ice coverage and relief (both ``(side, side)``) as in a snowflake micrograph.
+    """Turn ice coverage and relief (both ``(side, side)``) into an RGB uint8 'photo'.
 
-    Dark-field lighting, as under a snowflake microscope: slopes (ridges, growth steps, edges)
-    scatter light into the lens and look bright, flat ice lets the dark backdrop through, one
-    side is lit a little more than the other, and the rim glows. Returns RGB uint8 pixels.
+    ``scale`` is pixels per lattice cell: the lattice staircase is smoothed over about a cell.
     """
     side = coverage.shape[0]
     unit = side / 256  # keeps blur radii and noise alike at every image size
     # Soften the lattice staircase, then sharpen back to a crisp but smooth outline.
     ice = _smoothstep(0.3, 0.7, _blur(coverage, max(0.4, 0.35 * scale)))
     relief = _blur(height * ice, max(0.5, 0.4 * scale))
-
-    slope_y, slope_x = np.gradient(relief * (3.0 * unit))
-    steepness = np.hypot(slope_x, slope_y)
-    scatter = steepness / (0.35 + steepness)
-    azimuth = rng.uniform(0, 2 * np.pi)
-    side_light = (np.cos(azimuth) * slope_x - np.sin(azimuth) * slope_y) / (0.5 + steepness)
-    rim = np.clip(ice - _blur(ice, 1.6 * unit), 0, 1)
+    luminance = _dark_field(ice, relief, unit, rng)
     glow = _blur(ice, 6 * unit)
-    brightness = rng.uniform(0.85, 1.1)
-    luminance = brightness * (0.28 + 0.75 * scatter + 0.2 * side_light + 0.9 * rim)
-    luminance = np.clip(luminance, 0, 1.3)
-
     tint = np.array([0.82, 0.90, 1.0]) + rng.uniform(-0.04, 0.04, 3)
     background = _background(side, rng)
     opacity = rng.uniform(0.75, 0.9)
@@ -355,6 +343,26 @@ def _photograph(
     photo += rng.normal(0, 0.012, photo.shape)
     photo = _blur(photo, 0.5 * unit)
     return (np.clip(photo, 0, 1) ** (1 / 1.1) * 255 + 0.5).astype(np.uint8)
+
+
+def _dark_field(
+    ice: np.ndarray, relief: np.ndarray, unit: float, rng: np.random.Generator
+) -> np.ndarray:
+    """How bright each pixel of the ice looks under a snowflake microscope's dark-field light.
+
+    Slopes (ridges, growth steps, edges) scatter light into the lens and look bright, flat ice
+    lets the dark backdrop through, one side (at a random azimuth) is lit a little more than
+    the other, and the rim catches extra light. This is what makes the relief show.
+    """
+    slope_y, slope_x = np.gradient(relief * (3.0 * unit))
+    steepness = np.hypot(slope_x, slope_y)
+    scatter = steepness / (0.35 + steepness)
+    azimuth = rng.uniform(0, 2 * np.pi)
+    side_light = (np.cos(azimuth) * slope_x - np.sin(azimuth) * slope_y) / (0.5 + steepness)
+    rim = np.clip(ice - _blur(ice, 1.6 * unit), 0, 1)
+    brightness = rng.uniform(0.85, 1.1)
+    luminance = brightness * (0.28 + 0.75 * scatter + 0.2 * side_light + 0.9 * rim)
+    return np.clip(luminance, 0, 1.3)
 
 
 def _background(side: int, rng: np.random.Generator) -> np.ndarray:
