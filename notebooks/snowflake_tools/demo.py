@@ -653,15 +653,13 @@ def _png_bytes(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _up_to_date(path: Path, row: dict | None, url: str, side: int) -> bool:
-    """True when ``path`` already holds the crystal ``url`` at ``side`` pixels, per the manifest."""
+def _up_to_date(path: Path, known: dict | None, wanted: dict) -> bool:
+    """True when manifest row ``known`` describes the crystal ``wanted`` and ``path`` is intact."""
     return (
-        row is not None
-        and row["url"] == url
-        and int(row["width"]) == side
-        and int(row["height"]) == side
+        known is not None
+        and all(known[column] == wanted[column] for column in ("url", "width", "height"))
         and path.is_file()
-        and files.sha256_file(path) == row["sha256"]
+        and files.sha256_file(path) == known["sha256"]
     )
 
 
@@ -686,35 +684,22 @@ def make_demo_set(
     plan = plan_demo_set(count, seed)
     folder = Path(image_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    manifest = files.read_manifest(folder)
-    known = {row["file"]: row for row in manifest.to_dict("records")}
-    rows = []
+    known = {row["file"]: row for row in files.read_manifest(folder).to_dict("records")}
+    rows = {}
     for family, number, crystal_seed in tqdm(
         plan, desc="Growing snow crystals", unit="crystal", disable=not progress
     ):
         name = f"demo-{family}-{number:02d}.png"
         url = f"{DEMO_PAGE}{family}/{crystal_seed}"
+        row = {"file": name, "url": url, "page": DEMO_PAGE, "width": side, "height": side}
         path = folder / name
-        if _up_to_date(path, known.get(name), url, side):
-            rows.append({column: known[name][column] for column in files.MANIFEST_COLUMNS})
+        if _up_to_date(path, known.get(name), row):
+            rows[name] = known[name]
             continue
         data = _png_bytes(generate_crystal(family, crystal_seed, side))
-        digest = files.sha256_bytes(data)
-        if not (path.is_file() and files.sha256_file(path) == digest):
+        rows[name] = row | {"sha256": files.sha256_bytes(data)}
+        if not (path.is_file() and files.sha256_file(path) == rows[name]["sha256"]):
             files.atomic_write_bytes(path, data)
-        row = {"file": name, "url": url, "page": DEMO_PAGE, "sha256": digest}
-        rows.append(row | {"width": side, "height": side})
-    written = pd.DataFrame(rows, columns=files.MANIFEST_COLUMNS)
-    _merge_manifest(folder, manifest, written)
-    return written
-
-
-def _merge_manifest(folder: Path, manifest: pd.DataFrame, written: pd.DataFrame) -> None:
-    """Replace the rows of ``written`` files in the manifest; write it only if it changed."""
-    kept = manifest[~manifest["file"].isin(written["file"])]
-    merged = pd.concat([kept, written], ignore_index=True) if len(kept) else written
-    merged = merged.sort_values("file", kind="stable").reset_index(drop=True)
-    path = folder / files.MANIFEST_NAME
-    if path.is_file() and path.read_text(encoding="utf-8") == merged.to_csv(index=False):
-        return
-    files.write_manifest(folder, merged.to_dict("records"))
+    if known | rows != known:
+        files.write_manifest(folder, (known | rows).values())
+    return pd.DataFrame(rows.values(), columns=files.MANIFEST_COLUMNS)
