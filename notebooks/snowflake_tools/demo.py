@@ -465,7 +465,7 @@ RECIPES: dict[str, Recipe] = {
         grid_radius=85,
     ),
 }
-#: Grid radius (cells) of :func:`quick_crystal`: coarse, but grown in about a millisecond.
+#: Grid radius (cells) of :func:`quick_crystal`: coarse, but grown in milliseconds.
 QUICK_GRID_RADIUS = 16
 
 
@@ -602,7 +602,8 @@ def quick_crystal(seed: int, size: tuple[int, int] = (128, 128)) -> np.ndarray:
     """
     width, height = size
     side = _checked_side(max(width, height))
-    rng = np.random.default_rng(_checked_seed(seed))
+    seed = _checked_seed(seed)
+    rng = np.random.default_rng(seed)
     recipe = RECIPES[REGULAR_FAMILIES[seed % len(REGULAR_FAMILIES)]]
     state = _grow_recipe(recipe._replace(grid_radius=QUICK_GRID_RADIUS), rng)
     pixels = _render_layers([(state, 0.0)], side, rng, recipe.bands)
