@@ -1,16 +1,11 @@
-"""Synthetic snow crystals for offline runs of the tutorial (notebook 01), and for tests.
+"""Synthetic snow crystals for offline runs of the tutorial (notebook 01), tests and benchmarks.
 
 When the snowflake gallery cannot be reached, notebook 01 fills the image folder with crystals
 grown by a physical model instead, so notebook 02 still has something worth ranking.
 
-The model is Reiter's local cellular automaton. The plane is tiled with hexagonal cells and each
-cell holds one number, the amount of water in it. A cell holding 1 or more is ice. Ice cells and
-their six neighbours are *receptive*: they keep all their water and gain a little more each step
-(``gamma``, vapour arriving from above and below the plane). Every other cell holds vapour that
-diffuses: it keeps part of its water and trades the rest with its neighbours (``alpha`` sets how
-much). Vapour that diffuses into a receptive cell is captured there, so the crystal grows
-wherever vapour reaches it first: tips that stick out catch more and grow faster, which makes
-branches (dendrites) in thin air and compact plates when the background vapour ``beta`` is high.
+The model is Reiter's local cellular automaton on a hexagonal grid (:func:`grow_crystal`):
+vapour diffuses through the air and freezes where it first meets ice, so tips that stick out
+grow fastest and branch in thin air, while plates grow where the background vapour is high.
 
 Crystals come in morphology families (plates, sectored plates, stellar plates, stellar and
 fern-like dendrites) with natural variation inside each family, plus a few singular ones (a
