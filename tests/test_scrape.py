@@ -12,9 +12,24 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageFile
 
-from snowflake_tools import files, scrape
+from snowflake_tools import files, polite, scrape
 
 FAST = {"request_delay_s": 0.0, "backoff": 0.0, "progress": False}
+
+
+def scrape_gallery(
+    index_url, image_dir, depth=1, min_side=64, max_images=None, progress=False, **session_options
+) -> pd.DataFrame:
+    """Notebook 01's steps 2-5 in one call, as the notebook runs them."""
+    with polite.PoliteSession(**{**FAST_SESSION, **session_options}) as session:
+        pages = scrape.find_gallery_pages(session, index_url, depth=depth)
+        links = scrape.collect_image_links(pages)
+        return scrape.download_images(
+            session, links, image_dir, min_side, max_images, progress, skipped=pages.skipped
+        )
+
+
+FAST_SESSION = {"request_delay_s": 0.0, "backoff": 0.0}
 
 
 def sha256(data: bytes) -> str:
@@ -159,9 +174,9 @@ def test_is_in_gallery_means_same_site_and_folder_tree(url, inside):
 
 def test_find_gallery_pages_follows_each_gallery_page_once(snow_gallery):
     server, folder = snow_gallery.server, snow_gallery.server.url("/~flakes/met/snow/")
-    with scrape.make_session(request_delay_s=0, backoff=0) as session:
+    with polite.PoliteSession(request_delay_s=0, backoff=0) as session:
         pages = scrape.find_gallery_pages(session, snow_gallery.index_url)
-    assert pages == [
+    assert pages.urls == [
         folder + "images.html",
         folder + "plates.html",
         folder + "columns.html",
@@ -172,28 +187,28 @@ def test_find_gallery_pages_follows_each_gallery_page_once(snow_gallery):
     assert not set(server.paths()) & snow_gallery.never_requested
     assert all(entry.host.startswith("127.0.0.1") for entry in server.log)
     assert not any(files.is_image_name(path) for path in server.paths())  # image links
-    skipped = {row["url"]: row["reason"] for row in session.skipped_pages}
+    skipped = {row["url"]: row["reason"] for row in pages.skipped}
     assert skipped == snow_gallery.skipped_pages
 
 
 def test_find_gallery_pages_depth_is_a_parameter(snow_gallery):
     folder = snow_gallery.server.url("/~flakes/met/snow/")
-    with scrape.make_session(request_delay_s=0, backoff=0) as session:
-        assert scrape.find_gallery_pages(session, snow_gallery.index_url, depth=0) == [
+    with polite.PoliteSession(request_delay_s=0, backoff=0) as session:
+        assert scrape.find_gallery_pages(session, snow_gallery.index_url, depth=0).urls == [
             folder + "images.html"
         ]
-    with scrape.make_session(request_delay_s=0, backoff=0) as session:
+    with polite.PoliteSession(request_delay_s=0, backoff=0) as session:
         pages = scrape.find_gallery_pages(session, snow_gallery.index_url, depth=2)
-        links = scrape.collect_image_links(session, pages)
-    assert folder + "deeper.html" in pages
+        links = scrape.collect_image_links(pages)
+    assert folder + "deeper.html" in pages.urls
     assert folder + "photos/deep.jpg" in {link.url for link in links}
 
 
 def test_collect_image_links_dedups_first_page_wins_and_drops_thumbnails(snow_gallery):
     folder = snow_gallery.server.url("/~flakes/met/snow/")
-    with scrape.make_session(request_delay_s=0, backoff=0) as session:
+    with polite.PoliteSession(request_delay_s=0, backoff=0) as session:
         pages = scrape.find_gallery_pages(session, snow_gallery.index_url)
-        links = scrape.collect_image_links(session, pages)
+        links = scrape.collect_image_links(pages)
     urls = [link.url for link in links]
     assert len(urls) == len(set(urls))
     by_url = {link.url: link for link in links}
@@ -203,8 +218,8 @@ def test_collect_image_links_dedups_first_page_wins_and_drops_thumbnails(snow_ga
     assert set(urls) == snow_gallery.expected_urls | set(snow_gallery.expected_skips) | {
         folder + "photos/copy-of-plate-a.jpg"
     }
-    with scrape.make_session(request_delay_s=0, backoff=0) as session:  # same order every time
-        again = scrape.collect_image_links(session, scrape.find_gallery_pages(session, pages[0]))
+    with polite.PoliteSession(request_delay_s=0, backoff=0) as session:  # same order every time
+        again = scrape.collect_image_links(scrape.find_gallery_pages(session, pages.urls[0]))
     assert again == links
 
 
@@ -242,7 +257,7 @@ def test_download_gallery_saves_exactly_the_distinct_full_size_photos(
     snow_gallery, gallery_expected_sha256, tmp_path
 ):
     image_dir = tmp_path / "flakes"
-    report = scrape.download_gallery(snow_gallery.index_url, image_dir, **FAST)
+    report = scrape_gallery(snow_gallery.index_url, image_dir, **FAST)
 
     saved = saved_images(image_dir)
     assert set(saved.values()) == gallery_expected_sha256
@@ -284,11 +299,11 @@ def test_download_gallery_saves_exactly_the_distinct_full_size_photos(
 
 def test_download_gallery_is_polite(snow_gallery, tmp_path):
     server = snow_gallery.server
-    scrape.download_gallery(snow_gallery.index_url, tmp_path / "flakes", **FAST)
+    scrape_gallery(snow_gallery.index_url, tmp_path / "flakes", **FAST)
     assert server.paths()[0] == "/robots.txt"
     assert server.count("/robots.txt") == 1
-    assert {entry.user_agent for entry in server.log} == {scrape.USER_AGENT}
-    assert "educational" in scrape.USER_AGENT and "snowflake" in scrape.USER_AGENT
+    assert {entry.user_agent for entry in server.log} == {polite.USER_AGENT}
+    assert "educational" in polite.USER_AGENT and "snowflake" in polite.USER_AGENT
     assert not set(server.paths()) & snow_gallery.never_requested
     assert all(entry.host.startswith("127.0.0.1") for entry in server.log)  # no other site
     assert server.count("/~flakes/met/snow/photos/retry.jpg") == 3  # two 500s, then the photo
@@ -298,11 +313,11 @@ def test_download_gallery_is_polite(snow_gallery, tmp_path):
 
 def test_second_run_requests_no_image_it_already_has(snow_gallery, tmp_path):
     server, image_dir = snow_gallery.server, tmp_path / "flakes"
-    scrape.download_gallery(snow_gallery.index_url, image_dir, **FAST)
+    scrape_gallery(snow_gallery.index_url, image_dir, **FAST)
     first_files, first_manifest = saved_images(image_dir), files.read_manifest(image_dir)
     server.clear_log()
 
-    report = scrape.download_gallery(snow_gallery.index_url, image_dir, **FAST)
+    report = scrape_gallery(snow_gallery.index_url, image_dir, **FAST)
 
     requested = set(server.paths())
     assert not requested & snow_gallery.image_paths  # zero GETs of valid images
@@ -325,18 +340,18 @@ def test_second_run_requests_no_image_it_already_has(snow_gallery, tmp_path):
 
 def test_changed_or_deleted_file_is_downloaded_again(snow_gallery, tmp_path):
     server, image_dir = snow_gallery.server, tmp_path / "flakes"
-    scrape.download_gallery(snow_gallery.index_url, image_dir, **FAST)
+    scrape_gallery(snow_gallery.index_url, image_dir, **FAST)
     first = saved_images(image_dir)
     (image_dir / "star.png").unlink()
     server.clear_log()
-    report = scrape.download_gallery(snow_gallery.index_url, image_dir, **FAST)
+    report = scrape_gallery(snow_gallery.index_url, image_dir, **FAST)
     assert server.count("/~flakes/met/snow/photos/star.png") == 1
     assert saved_images(image_dir) == first
     assert report.loc[report["file"] == "star.png", "status"].tolist() == ["saved"]
 
 
 def test_summarise_report_counts_found_saved_and_skips_by_reason(snow_gallery, tmp_path):
-    report = scrape.download_gallery(snow_gallery.index_url, tmp_path / "flakes", **FAST)
+    report = scrape_gallery(snow_gallery.index_url, tmp_path / "flakes", **FAST)
     summary = dict(scrape.summarise_report(report).itertuples(index=False))
     assert summary == {
         "image links found": 19,
@@ -356,7 +371,7 @@ def test_summarise_report_counts_found_saved_and_skips_by_reason(snow_gallery, t
 
 def test_max_images_caps_the_download_and_a_later_run_completes_it(snow_gallery, tmp_path):
     server, image_dir = snow_gallery.server, tmp_path / "flakes"
-    report = scrape.download_gallery(snow_gallery.index_url, image_dir, max_images=3, **FAST)
+    report = scrape_gallery(snow_gallery.index_url, image_dir, max_images=3, **FAST)
     assert len(saved_images(image_dir)) == 3
     capped = report[report["reason"] == "over max_images (3)"]
     assert len(capped) > 0
@@ -365,13 +380,13 @@ def test_max_images_caps_the_download_and_a_later_run_completes_it(snow_gallery,
         assert server.count(path) == 0, url
 
     server.clear_log()
-    again = scrape.download_gallery(snow_gallery.index_url, image_dir, max_images=3, **FAST)
+    again = scrape_gallery(snow_gallery.index_url, image_dir, max_images=3, **FAST)
     assert (again["status"] == "already on disk").sum() == 3
     assert not set(server.paths()) & snow_gallery.image_paths - {
         "/images/eiu-logo.png"  # a skip before the cap was reached: judged from memory anyway
     }
 
-    report = scrape.download_gallery(snow_gallery.index_url, image_dir, **FAST)
+    report = scrape_gallery(snow_gallery.index_url, image_dir, **FAST)
     assert set(saved_images(image_dir).values()) == snow_gallery.expected_sha256
     assert (report["status"] == "already on disk").sum() == 3
 
@@ -383,9 +398,7 @@ def test_retries_a_5xx_then_reports_it(gallery_server, tmp_path):
         server.add_image("/g/" + name, seed)
     server.fail_first("/g/flaky.jpg", 2, status=503)
     server.fail_first("/g/down.jpg", 99, status=500)
-    report = scrape.download_gallery(
-        server.url("/g/index.html"), tmp_path / "flakes", retries=2, **FAST
-    )
+    report = scrape_gallery(server.url("/g/index.html"), tmp_path / "flakes", retries=2, **FAST)
     by_file = dict(zip(report["url"].str.rsplit("/", n=1).str[-1], report["reason"], strict=True))
     assert by_file == {"ok.jpg": "", "flaky.jpg": "", "down.jpg": "HTTP 500"}
     assert server.count("/g/flaky.jpg") == 3
@@ -399,7 +412,7 @@ def test_waits_between_requests(gallery_server, tmp_path):
     server.add_image("/g/a.jpg", 1)
     server.add_image("/g/b.jpg", 2)
     options = {**FAST, "request_delay_s": 0.1}
-    scrape.download_gallery(server.url("/g/index.html"), tmp_path / "flakes", **options)
+    scrape_gallery(server.url("/g/index.html"), tmp_path / "flakes", **options)
     times = [entry.time for entry in server.log]
     assert len(times) == 4  # robots.txt, index, two images
     assert min(later - earlier for earlier, later in itertools.pairwise(times)) >= 0.09
@@ -409,13 +422,14 @@ def test_robots_txt_missing_means_allowed_and_a_specific_block_is_obeyed(gallery
     server = gallery_server
     server.add_page("/g/index.html", '<img src="a.jpg">')
     server.add_image("/g/a.jpg", 1)
-    report = scrape.download_gallery(server.url("/g/index.html"), tmp_path / "one", **FAST)
+    report = scrape_gallery(server.url("/g/index.html"), tmp_path / "one", **FAST)
     assert report["status"].tolist() == ["saved"]
 
     server.add_file("/robots.txt", b"User-agent: snowflake-uniqueness-tutorial\nDisallow: /g/\n")
     server.clear_log()
-    with pytest.raises(scrape.GalleryUnreachableError, match="robots.txt"):
-        scrape.download_gallery(server.url("/g/index.html"), tmp_path / "two", **FAST)
+    with pytest.raises(scrape.GalleryRefusedError, match="robots.txt disallows") as caught:
+        scrape_gallery(server.url("/g/index.html"), tmp_path / "two", **FAST)
+    assert not isinstance(caught.value, ConnectionError)  # a refusal, not "cannot reach"
     assert server.paths() == ["/robots.txt"]
 
 
@@ -435,7 +449,7 @@ def test_safe_names_and_name_clashes(gallery_server, make_image, tmp_path):
         "/g/dot.jpg": server.add_image("/g/dot.jpg", 6),
     }
     image_dir = tmp_path / "out" / "flakes"
-    report = scrape.download_gallery(server.url("/g/index.html"), image_dir, **FAST)
+    report = scrape_gallery(server.url("/g/index.html"), image_dir, **FAST)
     assert (report["status"] == "saved").all(), report
     saved = saved_images(image_dir)
     tag = {path: sha256(data)[:8] for path, data in contents.items()}
@@ -465,7 +479,7 @@ def test_interrupted_run_leaves_nothing_half_written_and_resumes(
 
     monkeypatch.setattr(scrape, "check_image", check_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
-        scrape.download_gallery(snow_gallery.index_url, image_dir, **FAST)
+        scrape_gallery(snow_gallery.index_url, image_dir, **FAST)
     partial = saved_images(image_dir)
     assert 0 < len(partial) < len(snow_gallery.expected_sha256)
     manifest = files.read_manifest(image_dir)
@@ -474,7 +488,7 @@ def test_interrupted_run_leaves_nothing_half_written_and_resumes(
 
     monkeypatch.setattr(scrape, "check_image", real_check)
     server.clear_log()
-    scrape.download_gallery(snow_gallery.index_url, image_dir, **FAST)
+    scrape_gallery(snow_gallery.index_url, image_dir, **FAST)
     assert set(saved_images(image_dir).values()) == snow_gallery.expected_sha256
     assert len(saved_images(image_dir)) == len(snow_gallery.expected_sha256)
     manifest = files.read_manifest(image_dir)
@@ -494,7 +508,7 @@ def test_failed_write_leaves_no_partial_file(gallery_server, tmp_path, monkeypat
 
     monkeypatch.setattr(os, "fsync", disk_full)
     with pytest.raises(OSError, match="No space left"):
-        scrape.download_gallery(server.url("/g/index.html"), tmp_path / "flakes", **FAST)
+        scrape_gallery(server.url("/g/index.html"), tmp_path / "flakes", **FAST)
     assert [path.name for path in (tmp_path / "flakes").iterdir()] == []
 
 
@@ -509,7 +523,7 @@ def test_existing_manifest_rows_are_kept(gallery_server, make_image, tmp_path):
     gone_row = dict(earlier_row, file="gone.jpg", url="http://old/gone.jpg")
     files.write_manifest(image_dir, [earlier_row, gone_row])
 
-    scrape.download_gallery(server.url("/g/index.html"), image_dir, **FAST)
+    scrape_gallery(server.url("/g/index.html"), image_dir, **FAST)
     manifest = files.read_manifest(image_dir)
     assert manifest["file"].tolist() == ["a.jpg", "earlier.jpg"]  # gone.jpg is no longer there
     assert manifest.iloc[1].to_dict() == earlier_row
@@ -520,7 +534,7 @@ def test_existing_manifest_rows_are_kept(gallery_server, make_image, tmp_path):
 
 def test_unreachable_site_says_where_and_what_to_do(closed_port_url, tmp_path):
     with pytest.raises(scrape.GalleryUnreachableError) as caught:
-        scrape.download_gallery(closed_port_url, tmp_path / "flakes", retries=1, **FAST)
+        scrape_gallery(closed_port_url, tmp_path / "flakes", retries=1, **FAST)
     assert isinstance(caught.value, ConnectionError)
     message = str(caught.value)
     assert closed_port_url in message
@@ -531,7 +545,7 @@ def test_unreachable_site_says_where_and_what_to_do(closed_port_url, tmp_path):
 def test_index_not_found_is_unreachable_too(gallery_server, tmp_path):
     url = gallery_server.url("/nowhere/images.html")
     with pytest.raises(scrape.GalleryUnreachableError, match="HTTP 404") as caught:
-        scrape.download_gallery(url, tmp_path / "flakes", **FAST)
+        scrape_gallery(url, tmp_path / "flakes", **FAST)
     assert url in str(caught.value)
 
 
@@ -539,7 +553,7 @@ def test_site_is_reachable(snow_gallery, closed_port_url):
     assert scrape.site_is_reachable(snow_gallery.index_url, timeout=2) is True
     assert scrape.site_is_reachable(closed_port_url, timeout=2) is False
     assert scrape.site_is_reachable(snow_gallery.server.url("/missing.html"), timeout=2) is False
-    assert snow_gallery.server.log[0].user_agent == scrape.USER_AGENT
+    assert snow_gallery.server.log[0].user_agent == polite.USER_AGENT
 
 
 def test_no_image_links_says_what_was_searched(gallery_server, tmp_path):
@@ -547,7 +561,7 @@ def test_no_image_links_says_what_was_searched(gallery_server, tmp_path):
     server.add_page("/g/index.html", '<p>No pictures.</p><a href="text.html">more</a>')
     server.add_page("/g/text.html", "<p>Still none.</p>")
     with pytest.raises(scrape.NoImagesFoundError) as caught:
-        scrape.download_gallery(server.url("/g/index.html"), tmp_path / "flakes", **FAST)
+        scrape_gallery(server.url("/g/index.html"), tmp_path / "flakes", **FAST)
     message = str(caught.value)
     assert server.url("/g/index.html") in message and server.url("/g/text.html") in message
     assert "2 page(s)" in message and "<img>" in message and 'SOURCE="demo"' in message
@@ -558,7 +572,7 @@ def test_only_broken_images_is_no_images_with_the_report(gallery_server, tmp_pat
     server.add_page("/g/index.html", '<img src="missing.jpg"><img src="icon.png">')
     server.add_image("/g/icon.png", 1, size=(16, 16), fmt="PNG")
     with pytest.raises(scrape.NoImagesFoundError, match="too small: 1") as caught:
-        scrape.download_gallery(server.url("/g/index.html"), tmp_path / "flakes", **FAST)
+        scrape_gallery(server.url("/g/index.html"), tmp_path / "flakes", **FAST)
     assert caught.value.report["reason"].tolist() == ["HTTP 404", "too small (16x16)"]
     assert saved_images(tmp_path / "flakes") == {}
 
@@ -570,14 +584,4 @@ def test_bad_parameters_are_refused(gallery_server, tmp_path, options):
     gallery_server.add_page("/g/index.html", '<img src="a.jpg">')
     gallery_server.add_image("/g/a.jpg", 1)
     with pytest.raises(ValueError):
-        scrape.download_gallery(
-            gallery_server.url("/g/index.html"), tmp_path / "f", **{**FAST, **options}
-        )
-
-
-def test_session_describes_itself_for_the_notebook():
-    session = scrape.make_session(request_delay_s=2.0, retries=4)
-    assert repr(session) == (
-        f"PoliteSession(user_agent={scrape.USER_AGENT!r}, timeout={scrape.DEFAULT_TIMEOUT} s, "
-        "retries=4, request_delay_s=2.0)"
-    )
+        scrape_gallery(gallery_server.url("/g/index.html"), tmp_path / "f", **{**FAST, **options})
