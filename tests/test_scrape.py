@@ -7,9 +7,11 @@ import hashlib
 import io
 import itertools
 import os
+import tracemalloc
 
 import pandas as pd
 import pytest
+from conftest import BOMB_BYTES, gzip_bomb
 from PIL import Image, ImageFile
 
 from snowflake_tools import files, polite, scrape
@@ -585,3 +587,161 @@ def test_bad_parameters_are_refused(gallery_server, tmp_path, options):
     gallery_server.add_image("/g/a.jpg", 1)
     with pytest.raises(ValueError):
         scrape_gallery(gallery_server.url("/g/index.html"), tmp_path / "f", **{**FAST, **options})
+
+
+# --- hostile galleries ------------------------------------------------------------------------
+
+
+def test_hostile_gallery_saves_exactly_the_good_photos_and_lists_every_trap(
+    hostile_gallery, tmp_path
+):
+    gallery, image_dir = hostile_gallery, tmp_path / "flakes"
+    report = scrape_gallery(gallery.index_url, image_dir)
+
+    assert set(saved_images(image_dir).values()) == gallery.expected_sha256
+    assert len(saved_images(image_dir)) == len(gallery.expected_sha256)
+    assert gallery.elsewhere.log == []  # never asked: not for an image, not for a page
+    assert not any("/private/" in path for path in gallery.server.paths())  # robots.txt
+    skipped = report[report["status"] == "skipped"]
+    reasons = {
+        kind: dict(zip(part["url"], part["reason"], strict=True))
+        for kind, part in skipped.groupby("kind")
+    }
+    assert reasons["image"].keys() == gallery.image_skips.keys()
+    for url, reason in gallery.image_skips.items():
+        assert reasons["image"][url].startswith(reason), (url, reasons["image"][url])
+    assert reasons["page"].keys() == gallery.page_skips.keys()
+    for url, reason in gallery.page_skips.items():
+        assert reasons["page"][url].startswith(reason), (url, reasons["page"][url])
+    assert reasons["link"].keys() == gallery.malformed_links
+    assert all(reason.startswith("malformed URL") for reason in reasons["link"].values())
+    summary = dict(scrape.summarise_report(report).itertuples(index=False))
+    assert summary["saved"] == 4
+    assert summary["page skipped: redirect loop"] == 2
+    assert summary["link skipped: malformed URL"] == 4
+    assert summary["skipped: too large"] == 1
+    assert leftovers(tmp_path) == []
+
+
+def test_redirect_hops_are_limited_and_each_is_requested_once(hostile_gallery, tmp_path):
+    server = hostile_gallery.server
+    scrape_gallery(hostile_gallery.index_url, tmp_path / "flakes")
+    chain = [path for path in server.paths() if path.startswith("/h/chain")]
+    assert chain == [f"/h/chain{step}.html" for step in range(polite.MAX_REDIRECTS + 1)]
+    assert server.count("/h/loop.html") == 1
+    assert server.count("/h/selfloop.jpg") == 1
+    assert (server.count("/h/ping.html"), server.count("/h/pong.html")) == (1, 1)
+
+
+def test_gzip_bombs_are_stopped_at_the_cap_with_memory_bounded(gallery_server, tmp_path):
+    server = gallery_server
+    bomb = gzip_bomb()  # built before measuring
+    server.serve_gzip("/g/bomb.html", bomb)
+    server.serve_gzip("/g/bomb.jpg", bomb, content_type="image/jpeg")
+    server.add_page(
+        "/g/index.html", '<a href="bomb.html">b</a><img src="bomb.jpg"><img src="a.jpg">'
+    )
+    server.add_image("/g/a.jpg", 1)
+    tracemalloc.start()
+    try:
+        report = scrape_gallery(server.url("/g/index.html"), tmp_path / "flakes")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    reasons = dict(zip(report["url"].str.rsplit("/", n=1).str[-1], report["reason"], strict=True))
+    assert reasons["bomb.html"] == f"too large (> {scrape.MAX_PAGE_BYTES >> 20:g} MiB)"
+    assert reasons["bomb.jpg"] == f"too large (> {scrape.MAX_IMAGE_BYTES >> 20:g} MiB)"
+    assert reasons["a.jpg"] == ""
+    # Reading up to the image cap costs about the cap, never the bombs' 200 MiB.
+    assert peak < scrape.MAX_IMAGE_BYTES + 30 * 2**20 < BOMB_BYTES
+
+
+def test_gzip_bomb_robots_txt_is_a_refusal_with_memory_bounded(gallery_server, tmp_path):
+    server = gallery_server
+    server.serve_gzip("/robots.txt", gzip_bomb(), content_type="text/plain")
+    server.add_page("/g/index.html", '<img src="a.jpg">')
+    tracemalloc.start()
+    try:
+        with pytest.raises(scrape.GalleryRefusedError, match="robots.txt disallows") as caught:
+            scrape_gallery(server.url("/g/index.html"), tmp_path / "flakes")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "too large (> 512 KiB)" in str(caught.value)
+    assert server.paths() == ["/robots.txt"]
+    assert peak < 20 * 2**20 < BOMB_BYTES
+
+
+@pytest.mark.parametrize(
+    "robots",
+    ["User-agent: *\nDisallow: /\n", "User-agent: snowflake-uniqueness-tutorial\nDisallow: /g/\n"],
+)
+def test_robots_txt_refusing_the_gallery_is_a_refusal_not_unreachable(
+    gallery_server, tmp_path, robots
+):
+    server = gallery_server
+    server.add_file("/robots.txt", robots.encode())
+    server.add_page("/g/index.html", '<img src="a.jpg">')
+    with pytest.raises(scrape.GalleryRefusedError) as caught:
+        scrape_gallery(server.url("/g/index.html"), tmp_path / "flakes")
+    assert not isinstance(caught.value, ConnectionError)
+    assert str(caught.value).startswith(f"robots.txt disallows {server.url('/g/index.html')}")
+    assert "Cannot reach" not in str(caught.value)
+    assert server.paths() == ["/robots.txt"]
+
+
+def test_trickling_server_meets_the_deadline(gallery_server, make_image, tmp_path):
+    server = gallery_server
+    server.add_page("/g/index.html", '<img src="slow.jpg"><img src="a.jpg">')
+    server.add_image("/g/a.jpg", 1)
+    slow = make_image(2)
+    server.respond("/g/slow.jpg", slow, headers={"Content-Type": "image/jpeg"}, trickle_s=0.02)
+    report = scrape_gallery(
+        server.url("/g/index.html"), tmp_path / "flakes", deadline_s=0.5, timeout=(1, 0.3)
+    )
+    reasons = dict(zip(report["url"].str.rsplit("/", n=1).str[-1], report["reason"], strict=True))
+    assert reasons == {"slow.jpg": "too slow (over 0.5 s)", "a.jpg": ""}
+    assert 0 < server.sent("/g/slow.jpg") < len(slow)  # the client hung up early
+
+
+def test_crawl_delay_and_redirect_hops_wait(gallery_server, tmp_path, monkeypatch):
+    server = gallery_server
+    server.add_file("/robots.txt", b"User-agent: *\nCrawl-delay: 3\n")
+    server.add_page("/g/index.html", '<img src="moved.jpg">')
+    server.redirect("/g/moved.jpg", "/g/a.jpg")
+    server.add_image("/g/a.jpg", 1)
+    pauses = []
+    monkeypatch.setattr(polite.time, "sleep", pauses.append)  # record instead of waiting
+    scrape_gallery(server.url("/g/index.html"), tmp_path / "flakes", request_delay_s=0.5)
+    assert server.paths() == ["/robots.txt", "/g/index.html", "/g/moved.jpg", "/g/a.jpg"]
+    # Every request after robots.txt waits the site's Crawl-delay (longer than the 0.5 s
+    # asked for), the redirect's second hop included.
+    assert len(pauses) == 3
+    assert all(2.9 < pause <= 3 for pause in pauses)
+
+
+def test_manifest_is_written_as_files_arrive(snow_gallery, tmp_path, monkeypatch):
+    image_dir, real_check, on_disk = tmp_path / "flakes", scrape.check_image, []
+
+    def check_and_look(data):
+        on_disk.append((set(saved_images(image_dir)), set(files.read_manifest(image_dir)["file"])))
+        return real_check(data)
+
+    monkeypatch.setattr(scrape, "check_image", check_and_look)
+    scrape_gallery(snow_gallery.index_url, image_dir)
+    assert len(on_disk) > 5
+    assert all(saved == listed for saved, listed in on_disk)  # never a file it does not list
+    assert on_disk[-1][0]  # files had arrived before the last check
+
+
+def test_next_run_removes_partial_files(gallery_server, tmp_path):
+    server, image_dir = gallery_server, tmp_path / "flakes"
+    server.add_page("/g/index.html", '<img src="a.jpg">')
+    server.add_image("/g/a.jpg", 1)
+    image_dir.mkdir()
+    (image_dir / ".a.jpg.0badc0de.part").write_bytes(b"half a photo")
+    scrape_gallery(server.url("/g/index.html"), image_dir)
+    assert sorted(path.name for path in image_dir.iterdir()) == [
+        "a.jpg",
+        files.MANIFEST_NAME,
+    ]

@@ -259,6 +259,8 @@ class PoliteSession:
             raise Unreachable(url, f"connection failed ({type(error).__name__})") from error
         except requests.RequestException as error:
             raise Skipped(url, f"request failed ({type(error).__name__})") from error
+        except ValueError as error:  # requests parses a redirect's Location even when not asked
+            raise Skipped(url, f"bad redirect ({error})") from error
         finally:
             self._last_request[site] = time.monotonic()
 
