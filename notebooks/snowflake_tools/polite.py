@@ -14,6 +14,7 @@ Whatever makes one URL unusable raises ``Skipped`` with a short ``reason`` for t
 
 from __future__ import annotations
 
+import http.client
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -283,7 +284,7 @@ class PoliteSession:
             raise Skipped(url, f"undecodable body (Content-Encoding {encoding})") from error
         except urllib3.exceptions.ReadTimeoutError as error:
             raise Skipped(url, "too slow (read timed out)") from error
-        except (urllib3.exceptions.HTTPError, OSError) as error:
+        except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as error:
             raise Skipped(url, "truncated (connection closed early)") from error
         return b"".join(chunks)
 
