@@ -20,6 +20,13 @@ Fixtures
                      sends the file with that Content-Type (HTML served as ``image/jpeg``);
                      ``server.truncate_body(path)`` declares a Content-Length larger than the
                      file, sends the file and closes. Missing files answer 404.
+                     ``server.respond(path, body, status, headers, trickle_s)`` sends exactly
+                     that (``trickle_s``: one byte at a time), ``server.redirect(path,
+                     location, status=302)`` a redirect (any Location, even malformed),
+                     ``server.serve_gzip(path, body, content_type)`` a gzip-encoded answer;
+                     ``server.sent(path)`` counts body bytes sent so far.
+    Bounds:          127.0.0.1 only; after ``MAX_REQUESTS`` requests it answers 503, after
+                     ``SERVER_LIFETIME_S`` it shuts down, and stops with its test.
     Read the log:    ``server.log`` is a list of ``LoggedRequest(method, path, query, user_agent,
                      host, time)``, ``path`` percent-decoded and without the query;
                      ``server.count(path, method="GET")`` counts requests of one path,
@@ -50,6 +57,17 @@ Fixtures
 
 ``closed_port_url`` -> ``str``
     ``http://127.0.0.1:PORT/gallery/index.html`` with nothing listening on PORT.
+
+``elsewhere_server`` -> ``GalleryServer``
+    A second server (another port, so another site): where off-site redirects point.
+
+``hostile_gallery`` -> ``HostileGallery`` (``gallery_server`` and ``elsewhere_server`` filled)
+    ``/h/index.html`` on ``gallery_server``: four good photos (two behind in-gallery redirects)
+    among traps (redirect loops and chains, ``file://``, off-site and robots-disallowed
+    redirects, bad gzip, gzip bombs, malformed links); see ``build_hostile_gallery``.
+    Attributes: ``server``, ``elsewhere``, ``index_url``, ``expected_sha256``, ``image_skips``
+    and ``page_skips`` (URL -> start of the reason), ``malformed_links``.
+    ``gzip_bomb(n_bytes)`` builds a gzip stream inflating to ``n_bytes`` (``BOMB_BYTES``).
 """
 
 from __future__ import annotations
