@@ -671,14 +671,24 @@ def test_gzip_bomb_robots_txt_is_a_refusal_with_memory_bounded(gallery_server, t
     assert peak < 20 * 2**20 < BOMB_BYTES
 
 
-def test_robots_txt_refusing_everything_is_a_refusal_not_unreachable(gallery_server, tmp_path):
+@pytest.mark.parametrize(
+    ("robots", "reason"),
+    [
+        ("User-agent: *\nDisallow: /\n", ""),
+        ("User-agent: *\nCrawl-delay: 3600\n", " (robots.txt Crawl-delay (3600 s, over 60 s))"),
+    ],
+)
+def test_robots_txt_refusing_everything_is_a_refusal_not_unreachable(
+    gallery_server, tmp_path, robots, reason
+):
     server = gallery_server
-    server.add_file("/robots.txt", b"User-agent: *\nDisallow: /\n")
+    server.add_file("/robots.txt", robots.encode())
     server.add_page("/g/index.html", '<img src="a.jpg">')
     with pytest.raises(scrape.GalleryRefusedError) as caught:
         scrape_gallery(server.url("/g/index.html"), tmp_path / "flakes")
     assert not isinstance(caught.value, ConnectionError)
-    assert str(caught.value).startswith(f"robots.txt disallows {server.url('/g/index.html')}")
+    start = f"robots.txt disallows {server.url('/g/index.html')} for {polite.USER_AGENT!r}"
+    assert str(caught.value).startswith(start + reason + ":")
     assert "Cannot reach" not in str(caught.value)
     assert server.paths() == ["/robots.txt"]
 

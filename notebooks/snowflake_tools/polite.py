@@ -41,6 +41,10 @@ MAX_REDIRECTS = 5
 #: A robots.txt larger than this (decoded bytes) cannot be read whole, so the site is refused.
 MAX_ROBOTS_BYTES = 512 * 1024
 
+#: A robots.txt asking for a longer ``Crawl-delay`` (seconds) refuses the site: waiting that
+#: long between requests would not finish a gallery.
+MAX_CRAWL_DELAY_S = 60.0
+
 #: HTTP statuses worth asking again for: the server's trouble, not ours.
 RETRY_STATUSES = (500, 502, 503, 504)
 
@@ -86,8 +90,8 @@ class PoliteSession:
       ``backoff * 2**(n-1)`` seconds before the n-th retry (urllib3 ``Retry``);
     - consecutive requests to one site are at least ``request_delay_s`` seconds apart, or the
       site's robots.txt ``Crawl-delay`` when that is longer; redirect hops wait too;
-    - each site's robots.txt is read once (missing: all allowed; 401/403/5xx, or unreadable:
-      nothing allowed);
+    - each site's robots.txt is read once (missing: all allowed; 401/403/5xx, unreadable, or a
+      ``Crawl-delay`` over ``MAX_CRAWL_DELAY_S``: nothing allowed);
     - ``fetch`` follows at most ``max_redirects`` redirects.
     """
 
@@ -137,10 +141,17 @@ class PoliteSession:
     # --- robots.txt -----------------------------------------------------------------------
 
     def refusal(self, url: str) -> str | None:
-        """Why robots.txt keeps this User-Agent from ``url`` (``"robots.txt"``), or None."""
+        """Why robots.txt keeps this User-Agent from ``url`` (``"robots.txt"``...), or None.
+
+        An unreadable robots.txt, or one asking for more than ``MAX_CRAWL_DELAY_S`` between
+        requests, refuses the whole site.
+        """
         rules = self._robots_for(url)
         if isinstance(rules, str):
-            return f"robots.txt ({rules})"
+            return f"robots.txt unreadable ({rules})"
+        crawl_delay = float(rules.crawl_delay(self.user_agent) or 0)
+        if crawl_delay > MAX_CRAWL_DELAY_S:
+            return f"robots.txt Crawl-delay ({crawl_delay:g} s, over {MAX_CRAWL_DELAY_S:g} s)"
         return None if rules.can_fetch(self.user_agent, url) else "robots.txt"
 
     def allowed(self, url: str) -> bool:
@@ -173,7 +184,7 @@ class PoliteSession:
         except Unreachable:
             raise
         except Skipped as error:
-            return f"unreadable: {error.reason}"
+            return error.reason
         if answer.status in (401, 403) or answer.status >= 500:
             parser.disallow_all = True
         elif answer.status >= 400:
