@@ -8,6 +8,7 @@ import io
 import itertools
 import os
 import tracemalloc
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -748,3 +749,19 @@ def test_next_run_removes_partial_files(gallery_server, tmp_path):
         "a.jpg",
         files.MANIFEST_NAME,
     ]
+
+
+def test_readme_states_the_caps_the_deadline_and_the_redirect_limit():
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    paragraph = " ".join(readme[readme.index("The scraper is polite") :].split("\n\n")[0].split())
+    assert f"{scrape.MAX_PAGE_BYTES >> 20} MiB per page" in paragraph
+    assert f"{polite.MAX_ROBOTS_BYTES >> 10} KiB for robots.txt" in paragraph
+    assert f"{scrape.MAX_IMAGE_BYTES >> 20} MiB per image" in paragraph
+    assert f"total deadline of {polite.REQUEST_DEADLINE_S:g} s" in paragraph
+    assert f"at most {polite.MAX_REDIRECTS} hops" in paragraph
+    assert f"up to {polite.MAX_CRAWL_DELAY_S:g} s" in paragraph
+
+
+def test_malformed_index_url_says_so():
+    with polite.PoliteSession() as session, pytest.raises(ValueError, match="is malformed"):
+        scrape.find_gallery_pages(session, "http://[oops/images.html")

@@ -22,7 +22,7 @@ import io
 import posixpath
 import re
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, unquote, unquote_to_bytes, urljoin, urlsplit, urlunsplit
@@ -331,7 +331,9 @@ def site_is_reachable(url: str, timeout: float = 5.0, user_agent: str = polite.U
         return False
 
 
-def fetch_page(session: polite.PoliteSession, url: str, in_scope=None) -> tuple[str, str]:
+def fetch_page(
+    session: polite.PoliteSession, url: str, in_scope: Callable[[str], bool] | None = None
+) -> tuple[str, str]:
     """(final URL, HTML text) of the page at ``url``, read within ``MAX_PAGE_BYTES``.
 
     ``in_scope(url)`` is the rule every redirect hop must pass (see ``PoliteSession.fetch``).
@@ -372,7 +374,10 @@ def find_gallery_pages(
     """
     if depth < 0:
         raise ValueError(f"depth must be 0 or more, got {depth}.")
-    index = canonical_url(index_url, keep_query=True)
+    try:
+        index = canonical_url(index_url, keep_query=True)
+    except ValueError as error:
+        raise ValueError(f"The index URL {index_url!r} is malformed ({error}).") from error
     try:
         root, html = fetch_page(session, index, lambda url: same_site(url, index))
     except polite.Unreachable as error:
