@@ -72,6 +72,7 @@ Fixtures
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
@@ -80,6 +81,7 @@ import socket
 import threading
 import time
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -377,14 +379,21 @@ class GalleryServer:
         self._thread.join(timeout=5)
 
 
-@pytest.fixture
-def gallery_server(tmp_path):
-    """An empty ``GalleryServer`` on 127.0.0.1 serving ``tmp_path / "site"``."""
-    server = GalleryServer(tmp_path / "site")
+@contextlib.contextmanager
+def serving(root: Path) -> Iterator[GalleryServer]:
+    """A ``GalleryServer`` serving ``root`` for the duration of the block, then stopped."""
+    server = GalleryServer(root)
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def gallery_server(tmp_path):
+    """An empty ``GalleryServer`` on 127.0.0.1 serving ``tmp_path / "site"``."""
+    with serving(tmp_path / "site") as server:
+        yield server
 
 
 @pytest.fixture
@@ -628,11 +637,8 @@ def gzip_bomb(n_bytes: int = BOMB_BYTES) -> bytes:
 @pytest.fixture
 def elsewhere_server(tmp_path):
     """A second ``GalleryServer`` (another port: another site) for off-site redirects."""
-    server = GalleryServer(tmp_path / "elsewhere")
-    try:
+    with serving(tmp_path / "elsewhere") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @dataclass
