@@ -20,6 +20,13 @@ Fixtures
                      sends the file with that Content-Type (HTML served as ``image/jpeg``);
                      ``server.truncate_body(path)`` declares a Content-Length larger than the
                      file, sends the file and closes. Missing files answer 404.
+                     ``server.respond(path, body, status, headers, trickle_s)`` sends exactly
+                     that (``trickle_s``: one byte at a time), ``server.redirect(path,
+                     location, status=302)`` a redirect (any Location, even malformed),
+                     ``server.serve_gzip(path, body, content_type)`` a gzip-encoded answer;
+                     ``server.sent(path)`` counts body bytes sent so far.
+    Bounds:          127.0.0.1 only; after ``MAX_REQUESTS`` requests it answers 503, after
+                     ``SERVER_LIFETIME_S`` it shuts down, and stops with its test.
     Read the log:    ``server.log`` is a list of ``LoggedRequest(method, path, query, user_agent,
                      host, time)``, ``path`` percent-decoded and without the query;
                      ``server.count(path, method="GET")`` counts requests of one path,
@@ -50,10 +57,22 @@ Fixtures
 
 ``closed_port_url`` -> ``str``
     ``http://127.0.0.1:PORT/gallery/index.html`` with nothing listening on PORT.
+
+``elsewhere_server`` -> ``GalleryServer``
+    A second server (another port, so another site): where off-site redirects point.
+
+``hostile_gallery`` -> ``HostileGallery`` (``gallery_server`` and ``elsewhere_server`` filled)
+    ``/h/index.html`` on ``gallery_server``: four good photos (two behind in-gallery redirects)
+    among traps (redirect loops and chains, ``file://``, off-site and robots-disallowed
+    redirects, bad gzip, gzip bombs, malformed links); see ``build_hostile_gallery``.
+    Attributes: ``server``, ``elsewhere``, ``index_url``, ``expected_sha256``, ``image_skips``
+    and ``page_skips`` (URL -> start of the reason), ``malformed_links``.
+    ``gzip_bomb(n_bytes)`` builds a gzip stream inflating to ``n_bytes`` (``BOMB_BYTES``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
@@ -61,10 +80,12 @@ import os
 import socket
 import threading
 import time
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 import numpy as np
 import papermill
@@ -118,6 +139,23 @@ class LoggedRequest:
     time: float
 
 
+#: Bounds of every test server: requests answered before it only says 503, seconds it lives,
+#: and seconds one trickled answer may last.
+MAX_REQUESTS = 500
+SERVER_LIFETIME_S = 300.0
+TRICKLE_LIMIT_S = 20.0
+
+
+@dataclass(frozen=True)
+class CannedResponse:
+    """An answer sent exactly as given (see ``GalleryServer.respond``)."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    trickle_s: float
+
+
 class _GalleryHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
 
@@ -128,6 +166,9 @@ class _GalleryHTTPServer(ThreadingHTTPServer):
         self.failures: dict[str, list[int]] = {}  # path -> [remaining, status]
         self.content_types: dict[str, str] = {}
         self.truncated: set[str] = set()
+        self.canned: dict[str, CannedResponse] = {}
+        self.bytes_sent: dict[str, int] = {}
+        self.max_requests = MAX_REQUESTS
 
 
 class _Handler(SimpleHTTPRequestHandler):
@@ -162,15 +203,42 @@ class _Handler(SimpleHTTPRequestHandler):
             if failure and failure[0] > 0:
                 failure[0] -= 1
                 status = failure[1]
+            if len(server.log) > server.max_requests:
+                status = 503  # a runaway client gets nothing more
         if status is not None:
             self.send_error(status)
             return
-        if path in server.truncated or path in server.content_types:
+        if path in server.canned:
+            self._send_canned(path, server.canned[path], send_body)
+        elif path in server.truncated or path in server.content_types:
             self._send_quirky(path, send_body)
         elif send_body:
             super().do_GET()
         else:
             super().do_HEAD()
+
+    def _send_canned(self, path: str, canned: CannedResponse, send_body: bool) -> None:
+        self.send_response(canned.status)
+        for name, value in canned.headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(canned.body)))
+        self.end_headers()
+        self.close_connection = True
+        if not send_body:
+            return
+        step = 1 if canned.trickle_s else len(canned.body) or 1
+        give_up = time.monotonic() + TRICKLE_LIMIT_S
+        sent = 0
+        try:
+            while sent < len(canned.body) and time.monotonic() < give_up:
+                self.wfile.write(canned.body[sent : sent + step])
+                self.wfile.flush()
+                sent += step
+                with self.server.lock:
+                    self.server.bytes_sent[path] = sent
+                time.sleep(canned.trickle_s)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client hung up: what a bounded client does
 
     def _send_quirky(self, path: str, send_body: bool) -> None:
         file = Path(self.translate_path(self.path))
@@ -204,6 +272,10 @@ class GalleryServer:
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
         self._thread.start()
+        # Whatever happens to the test, the server does not outlive this.
+        self._watchdog = threading.Timer(SERVER_LIFETIME_S, self._server.shutdown)
+        self._watchdog.daemon = True
+        self._watchdog.start()
 
     def url(self, path: str) -> str:
         """Absolute URL of ``path`` (which starts with ``/``) on this server."""
@@ -245,6 +317,34 @@ class GalleryServer:
         """Declare a Content-Length 1000 bytes larger than the file at ``path``, then close."""
         self._server.truncated.add(unquote(path))
 
+    def respond(
+        self,
+        path: str,
+        body: bytes = b"",
+        status: int = 200,
+        headers: dict[str, str] | None = None,
+        trickle_s: float = 0.0,
+    ) -> None:
+        """Answer ``path`` with exactly this status, headers and body (Content-Length is added);
+        ``trickle_s > 0`` sends the body one byte at a time, pausing that long after each."""
+        canned = CannedResponse(status, tuple((headers or {}).items()), body, trickle_s)
+        self._server.canned[unquote(path)] = canned
+
+    def redirect(self, path: str, location: str, status: int = 302) -> None:
+        """Answer ``path`` with a redirect to ``location`` (sent as given, even if malformed)."""
+        self.respond(path, status=status, headers={"Location": location})
+
+    def serve_gzip(self, path: str, body: bytes, content_type: str = "text/html") -> None:
+        """Send ``body`` at ``path`` with ``Content-Encoding: gzip`` (``body`` is sent as is:
+        pass ``gzip.compress(...)``, or anything else for a broken gzip stream)."""
+        headers = {"Content-Type": content_type, "Content-Encoding": "gzip"}
+        self.respond(path, body, headers=headers)
+
+    def sent(self, path: str) -> int:
+        """Body bytes sent for the last answer to a ``respond`` path (0 before any)."""
+        with self._server.lock:
+            return self._server.bytes_sent.get(unquote(path), 0)
+
     @property
     def log(self) -> list[LoggedRequest]:
         with self._server.lock:
@@ -264,19 +364,27 @@ class GalleryServer:
             self._server.log.clear()
 
     def stop(self) -> None:
+        self._watchdog.cancel()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
 
 
-@pytest.fixture
-def gallery_server(tmp_path):
-    """An empty ``GalleryServer`` on 127.0.0.1 serving ``tmp_path / "site"``."""
-    server = GalleryServer(tmp_path / "site")
+@contextlib.contextmanager
+def serving(root: Path) -> Iterator[GalleryServer]:
+    """A ``GalleryServer`` serving ``root`` for the duration of the block, then stopped."""
+    server = GalleryServer(root)
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def gallery_server(tmp_path):
+    """An empty ``GalleryServer`` on 127.0.0.1 serving ``tmp_path / "site"``."""
+    with serving(tmp_path / "site") as server:
+        yield server
 
 
 @pytest.fixture
@@ -498,3 +606,139 @@ def run_notebook(tmp_path):
         return output.read_text()
 
     return run
+
+
+# --- The hostile gallery ----------------------------------------------------------------------
+
+HOSTILE = "/h/"
+
+#: Decoded size of the gzip bombs: far above every cap, a few hundred KiB on the wire.
+BOMB_BYTES = 200 * 2**20
+
+
+@functools.lru_cache(maxsize=2)
+def gzip_bomb(n_bytes: int = BOMB_BYTES) -> bytes:
+    """A gzip stream of ``n_bytes`` spaces (about ``n_bytes / 1000`` bytes compressed)."""
+    compressor = zlib.compressobj(6, zlib.DEFLATED, 31)  # 31: gzip framing
+    block = b" " * 2**20
+    parts = [compressor.compress(block) for _ in range(n_bytes // len(block))]
+    return b"".join(parts) + compressor.flush()
+
+
+@pytest.fixture
+def elsewhere_server(tmp_path):
+    """A second ``GalleryServer`` (another port: another site) for off-site redirects."""
+    with serving(tmp_path / "elsewhere") as server:
+        yield server
+
+
+@dataclass
+class HostileGallery:
+    """The hostile fixture gallery: see ``build_hostile_gallery``."""
+
+    server: GalleryServer
+    elsewhere: GalleryServer
+    index_url: str
+    expected_sha256: frozenset[str]
+    image_skips: dict[str, str]
+    page_skips: dict[str, str]
+    malformed_links: frozenset[str]
+
+
+def build_hostile_gallery(server: GalleryServer, elsewhere: GalleryServer) -> HostileGallery:
+    """A gallery at ``/h/index.html`` where every page and image but four is a trap.
+
+    Good: ``good1.jpg``, ``good2.png``, ``moved.jpg`` (redirects inside the gallery) and
+    ``new.jpg`` on ``new.html`` (reached through ``old.html``, a 301 inside the gallery).
+    Traps, each to be skipped with its reason: redirects to itself, in a circle, in a chain of
+    seven, to ``file://``, to the other server, into a robots.txt-disallowed folder, to a
+    malformed URL; gzip bodies that are not gzip; gzip bombs (a page inflating to
+    ``BOMB_BYTES``, an image above ``scrape.MAX_IMAGE_BYTES``); malformed links (a broken IPv6
+    host, a port out of range). ``elsewhere`` serves a page and images that must never be
+    requested.
+    """
+    h, other = HOSTILE, elsewhere.base_url
+    good = {
+        h + "good1.jpg": server.add_image(h + "good1.jpg", 201),
+        h + "good2.png": server.add_image(h + "good2.png", 202, fmt="PNG"),
+        h + "photos/moved-target.jpg": server.add_image(h + "photos/moved-target.jpg", 203),
+        h + "new.jpg": server.add_image(h + "new.jpg", 204),
+    }
+    elsewhere.add_image(h + "away.jpg", 205)
+    elsewhere.add_image(h + "x.jpg", 206)
+    elsewhere.add_page(h + "page.html", _page("Elsewhere", '<img src="x.jpg">'))
+    server.add_image(h + "private/x.jpg", 207)
+    server.add_page(h + "private/page.html", _page("Private", '<img src="x.jpg">'))
+    server.add_file("/robots.txt", f"User-agent: *\nDisallow: {h}private/\n".encode())
+
+    server.redirect(h + "moved.jpg", h + "photos/moved-target.jpg")
+    server.redirect(h + "away.jpg", other + h + "away.jpg")
+    server.redirect(h + "secret.jpg", h + "private/x.jpg")
+    server.redirect(h + "file.jpg", "file:///etc/hosts")
+    server.redirect(h + "selfloop.jpg", h + "selfloop.jpg")
+    server.serve_gzip(h + "badgzip.jpg", make_flake_image(208), content_type="image/jpeg")
+    server.serve_gzip(h + "bomb.jpg", gzip_bomb(), content_type="image/jpeg")
+
+    server.redirect(h + "old.html", "new.html", status=301)
+    server.add_page(h + "new.html", _page("New", '<img src="new.jpg">'))
+    server.redirect(h + "loop.html", h + "loop.html")
+    server.redirect(h + "ping.html", h + "pong.html", status=307)
+    server.redirect(h + "pong.html", h + "ping.html", status=308)
+    for step in range(7):
+        server.redirect(f"{h}chain{step}.html", f"{h}chain{step + 1}.html")
+    server.redirect(h + "file.html", "file:///etc/passwd")
+    server.redirect(h + "off.html", other + h + "page.html")
+    server.redirect(h + "hidden.html", h + "private/page.html")
+    server.redirect(h + "badlocation.html", "http://[oops/x.html")
+    server.serve_gzip(h + "badgzip.html", b"<html>plain text, not gzip</html>")
+    server.serve_gzip(h + "bomb.html", gzip_bomb())
+
+    page_skips = {
+        "loop.html": "redirect loop",
+        "ping.html": "redirect loop",
+        "chain0.html": "too many redirects",
+        "file.html": "redirect not http(s)",
+        "off.html": "redirect outside the gallery",
+        "hidden.html": "redirect disallowed by robots.txt",
+        "badlocation.html": "bad redirect",
+        "badgzip.html": "undecodable body",
+        "bomb.html": "too large",
+    }
+    image_skips = {
+        "away.jpg": "redirect outside the gallery",
+        "secret.jpg": "redirect disallowed by robots.txt",
+        "file.jpg": "redirect not http(s)",
+        "selfloop.jpg": "redirect loop",
+        "badgzip.jpg": "undecodable body",
+        "bomb.jpg": "too large",
+    }
+    malformed = ["http://[oops/p.html", "http://127.0.0.1:99999/p.html"]
+    malformed += ["http://[oops/i.jpg", "http://127.0.0.1:70000/i.jpg"]
+    page_links = [*page_skips, "old.html", malformed[0], malformed[1]]
+    image_skips[other + h + "x.jpg"] = "other site"  # a plain link to the other server
+    image_links = ["good1.jpg", "good2.png", "moved.jpg", *image_skips, *malformed[2:]]
+    server.add_page(
+        h + "index.html",
+        _page(
+            "A hostile gallery",
+            "\n".join(f'<a href="{link}">{link}</a>' for link in page_links)
+            + "\n"
+            + "\n".join(f'<img src="{link}">' for link in image_links),
+        ),
+    )
+    site = server.base_url + h
+    return HostileGallery(
+        server=server,
+        elsewhere=elsewhere,
+        index_url=server.url(h + "index.html"),
+        expected_sha256=frozenset(_sha256(data) for data in good.values()),
+        image_skips={urljoin(site, name): reason for name, reason in image_skips.items()},
+        page_skips={site + name: reason for name, reason in page_skips.items()},
+        malformed_links=frozenset(malformed),
+    )
+
+
+@pytest.fixture
+def hostile_gallery(gallery_server, elsewhere_server) -> HostileGallery:
+    """``gallery_server`` and ``elsewhere_server`` filled by ``build_hostile_gallery``."""
+    return build_hostile_gallery(gallery_server, elsewhere_server)

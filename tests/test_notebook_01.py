@@ -5,7 +5,7 @@ from __future__ import annotations
 import papermill as pm
 import pytest
 
-from snowflake_tools import files
+from snowflake_tools import demo, files
 
 pytestmark = pytest.mark.slow
 
@@ -39,13 +39,25 @@ def test_saves_exactly_the_distinct_photos_then_transfers_nothing(run, snow_gall
     assert saved_sha256(image_dir) == snow_gallery.expected_sha256
 
 
+def test_hostile_gallery_completes_and_saves_exactly_the_good_photos(
+    run, hostile_gallery, tmp_path
+):
+    image_dir = tmp_path / "flakes"
+    output = run(BASE_URL=hostile_gallery.index_url, IMAGE_DIR=str(image_dir), SOURCE="web")
+    assert saved_sha256(image_dir) == hostile_gallery.expected_sha256
+    assert set(files.read_manifest(image_dir)["sha256"]) == hostile_gallery.expected_sha256
+    assert hostile_gallery.elsewhere.log == []  # off-site redirects were never followed
+    for reason in ["redirect loop", "too many redirects", "too large", "malformed URL"]:
+        assert reason in output, reason  # the summary lists what was skipped, and why
+
+
 def test_auto_falls_back_to_demo_crystals(run, closed_port_url, tmp_path):
     image_dir = tmp_path / "flakes"
     output = run(BASE_URL=closed_port_url, IMAGE_DIR=str(image_dir), SOURCE="auto", DEMO_COUNT=9)
     assert "DEMO" in output and "cannot be reached" in output
     manifest = files.read_manifest(image_dir)
     assert len(manifest) == 9
-    assert manifest["url"].str.startswith("demo:").all()
+    assert manifest["url"].str.startswith(demo.DEMO_PAGE).all()
     assert saved_sha256(image_dir) == set(manifest["sha256"])
 
 

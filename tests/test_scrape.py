@@ -7,14 +7,32 @@ import hashlib
 import io
 import itertools
 import os
+import tracemalloc
+from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import BOMB_BYTES, gzip_bomb
 from PIL import Image, ImageFile
 
-from snowflake_tools import files, scrape
+from snowflake_tools import files, polite, scrape
 
 FAST = {"request_delay_s": 0.0, "backoff": 0.0, "progress": False}
+
+
+def scrape_gallery(
+    index_url, image_dir, depth=1, min_side=64, max_images=None, progress=False, **session_options
+) -> pd.DataFrame:
+    """Notebook 01's steps 2-5 in one call, as the notebook runs them."""
+    with polite.PoliteSession(**{**FAST_SESSION, **session_options}) as session:
+        pages = scrape.find_gallery_pages(session, index_url, depth=depth)
+        links = scrape.collect_image_links(pages)
+        return scrape.download_images(
+            session, links, image_dir, min_side, max_images, progress, skipped=pages.skipped
+        )
+
+
+FAST_SESSION = {"request_delay_s": 0.0, "backoff": 0.0}
 
 
 def sha256(data: bytes) -> str:
@@ -159,9 +177,9 @@ def test_is_in_gallery_means_same_site_and_folder_tree(url, inside):
 
 def test_find_gallery_pages_follows_each_gallery_page_once(snow_gallery):
     server, folder = snow_gallery.server, snow_gallery.server.url("/~flakes/met/snow/")
-    with scrape.make_session(request_delay_s=0, backoff=0) as session:
+    with polite.PoliteSession(request_delay_s=0, backoff=0) as session:
         pages = scrape.find_gallery_pages(session, snow_gallery.index_url)
-    assert pages == [
+    assert pages.urls == [
         folder + "images.html",
         folder + "plates.html",
         folder + "columns.html",
@@ -172,28 +190,28 @@ def test_find_gallery_pages_follows_each_gallery_page_once(snow_gallery):
     assert not set(server.paths()) & snow_gallery.never_requested
     assert all(entry.host.startswith("127.0.0.1") for entry in server.log)
     assert not any(files.is_image_name(path) for path in server.paths())  # image links
-    skipped = {row["url"]: row["reason"] for row in session.skipped_pages}
+    skipped = {row["url"]: row["reason"] for row in pages.skipped}
     assert skipped == snow_gallery.skipped_pages
 
 
 def test_find_gallery_pages_depth_is_a_parameter(snow_gallery):
     folder = snow_gallery.server.url("/~flakes/met/snow/")
-    with scrape.make_session(request_delay_s=0, backoff=0) as session:
-        assert scrape.find_gallery_pages(session, snow_gallery.index_url, depth=0) == [
+    with polite.PoliteSession(request_delay_s=0, backoff=0) as session:
+        assert scrape.find_gallery_pages(session, snow_gallery.index_url, depth=0).urls == [
             folder + "images.html"
         ]
-    with scrape.make_session(request_delay_s=0, backoff=0) as session:
+    with polite.PoliteSession(request_delay_s=0, backoff=0) as session:
         pages = scrape.find_gallery_pages(session, snow_gallery.index_url, depth=2)
-        links = scrape.collect_image_links(session, pages)
-    assert folder + "deeper.html" in pages
+        links = scrape.collect_image_links(pages)
+    assert folder + "deeper.html" in pages.urls
     assert folder + "photos/deep.jpg" in {link.url for link in links}
 
 
 def test_collect_image_links_dedups_first_page_wins_and_drops_thumbnails(snow_gallery):
     folder = snow_gallery.server.url("/~flakes/met/snow/")
-    with scrape.make_session(request_delay_s=0, backoff=0) as session:
+    with polite.PoliteSession(request_delay_s=0, backoff=0) as session:
         pages = scrape.find_gallery_pages(session, snow_gallery.index_url)
-        links = scrape.collect_image_links(session, pages)
+        links = scrape.collect_image_links(pages)
     urls = [link.url for link in links]
     assert len(urls) == len(set(urls))
     by_url = {link.url: link for link in links}
@@ -203,8 +221,8 @@ def test_collect_image_links_dedups_first_page_wins_and_drops_thumbnails(snow_ga
     assert set(urls) == snow_gallery.expected_urls | set(snow_gallery.expected_skips) | {
         folder + "photos/copy-of-plate-a.jpg"
     }
-    with scrape.make_session(request_delay_s=0, backoff=0) as session:  # same order every time
-        again = scrape.collect_image_links(session, scrape.find_gallery_pages(session, pages[0]))
+    with polite.PoliteSession(request_delay_s=0, backoff=0) as session:  # same order every time
+        again = scrape.collect_image_links(scrape.find_gallery_pages(session, pages.urls[0]))
     assert again == links
 
 
@@ -242,7 +260,7 @@ def test_download_gallery_saves_exactly_the_distinct_full_size_photos(
     snow_gallery, gallery_expected_sha256, tmp_path
 ):
     image_dir = tmp_path / "flakes"
-    report = scrape.download_gallery(snow_gallery.index_url, image_dir, **FAST)
+    report = scrape_gallery(snow_gallery.index_url, image_dir, **FAST)
 
     saved = saved_images(image_dir)
     assert set(saved.values()) == gallery_expected_sha256
@@ -284,11 +302,10 @@ def test_download_gallery_saves_exactly_the_distinct_full_size_photos(
 
 def test_download_gallery_is_polite(snow_gallery, tmp_path):
     server = snow_gallery.server
-    scrape.download_gallery(snow_gallery.index_url, tmp_path / "flakes", **FAST)
+    scrape_gallery(snow_gallery.index_url, tmp_path / "flakes", **FAST)
     assert server.paths()[0] == "/robots.txt"
     assert server.count("/robots.txt") == 1
-    assert {entry.user_agent for entry in server.log} == {scrape.USER_AGENT}
-    assert "educational" in scrape.USER_AGENT and "snowflake" in scrape.USER_AGENT
+    assert {entry.user_agent for entry in server.log} == {polite.USER_AGENT}
     assert not set(server.paths()) & snow_gallery.never_requested
     assert all(entry.host.startswith("127.0.0.1") for entry in server.log)  # no other site
     assert server.count("/~flakes/met/snow/photos/retry.jpg") == 3  # two 500s, then the photo
@@ -298,11 +315,11 @@ def test_download_gallery_is_polite(snow_gallery, tmp_path):
 
 def test_second_run_requests_no_image_it_already_has(snow_gallery, tmp_path):
     server, image_dir = snow_gallery.server, tmp_path / "flakes"
-    scrape.download_gallery(snow_gallery.index_url, image_dir, **FAST)
+    scrape_gallery(snow_gallery.index_url, image_dir, **FAST)
     first_files, first_manifest = saved_images(image_dir), files.read_manifest(image_dir)
     server.clear_log()
 
-    report = scrape.download_gallery(snow_gallery.index_url, image_dir, **FAST)
+    report = scrape_gallery(snow_gallery.index_url, image_dir, **FAST)
 
     requested = set(server.paths())
     assert not requested & snow_gallery.image_paths  # zero GETs of valid images
@@ -325,18 +342,18 @@ def test_second_run_requests_no_image_it_already_has(snow_gallery, tmp_path):
 
 def test_changed_or_deleted_file_is_downloaded_again(snow_gallery, tmp_path):
     server, image_dir = snow_gallery.server, tmp_path / "flakes"
-    scrape.download_gallery(snow_gallery.index_url, image_dir, **FAST)
+    scrape_gallery(snow_gallery.index_url, image_dir, **FAST)
     first = saved_images(image_dir)
     (image_dir / "star.png").unlink()
     server.clear_log()
-    report = scrape.download_gallery(snow_gallery.index_url, image_dir, **FAST)
+    report = scrape_gallery(snow_gallery.index_url, image_dir, **FAST)
     assert server.count("/~flakes/met/snow/photos/star.png") == 1
     assert saved_images(image_dir) == first
     assert report.loc[report["file"] == "star.png", "status"].tolist() == ["saved"]
 
 
 def test_summarise_report_counts_found_saved_and_skips_by_reason(snow_gallery, tmp_path):
-    report = scrape.download_gallery(snow_gallery.index_url, tmp_path / "flakes", **FAST)
+    report = scrape_gallery(snow_gallery.index_url, tmp_path / "flakes", **FAST)
     summary = dict(scrape.summarise_report(report).itertuples(index=False))
     assert summary == {
         "image links found": 19,
@@ -356,7 +373,7 @@ def test_summarise_report_counts_found_saved_and_skips_by_reason(snow_gallery, t
 
 def test_max_images_caps_the_download_and_a_later_run_completes_it(snow_gallery, tmp_path):
     server, image_dir = snow_gallery.server, tmp_path / "flakes"
-    report = scrape.download_gallery(snow_gallery.index_url, image_dir, max_images=3, **FAST)
+    report = scrape_gallery(snow_gallery.index_url, image_dir, max_images=3, **FAST)
     assert len(saved_images(image_dir)) == 3
     capped = report[report["reason"] == "over max_images (3)"]
     assert len(capped) > 0
@@ -365,13 +382,13 @@ def test_max_images_caps_the_download_and_a_later_run_completes_it(snow_gallery,
         assert server.count(path) == 0, url
 
     server.clear_log()
-    again = scrape.download_gallery(snow_gallery.index_url, image_dir, max_images=3, **FAST)
+    again = scrape_gallery(snow_gallery.index_url, image_dir, max_images=3, **FAST)
     assert (again["status"] == "already on disk").sum() == 3
     assert not set(server.paths()) & snow_gallery.image_paths - {
         "/images/eiu-logo.png"  # a skip before the cap was reached: judged from memory anyway
     }
 
-    report = scrape.download_gallery(snow_gallery.index_url, image_dir, **FAST)
+    report = scrape_gallery(snow_gallery.index_url, image_dir, **FAST)
     assert set(saved_images(image_dir).values()) == snow_gallery.expected_sha256
     assert (report["status"] == "already on disk").sum() == 3
 
@@ -383,9 +400,7 @@ def test_retries_a_5xx_then_reports_it(gallery_server, tmp_path):
         server.add_image("/g/" + name, seed)
     server.fail_first("/g/flaky.jpg", 2, status=503)
     server.fail_first("/g/down.jpg", 99, status=500)
-    report = scrape.download_gallery(
-        server.url("/g/index.html"), tmp_path / "flakes", retries=2, **FAST
-    )
+    report = scrape_gallery(server.url("/g/index.html"), tmp_path / "flakes", retries=2, **FAST)
     by_file = dict(zip(report["url"].str.rsplit("/", n=1).str[-1], report["reason"], strict=True))
     assert by_file == {"ok.jpg": "", "flaky.jpg": "", "down.jpg": "HTTP 500"}
     assert server.count("/g/flaky.jpg") == 3
@@ -399,7 +414,7 @@ def test_waits_between_requests(gallery_server, tmp_path):
     server.add_image("/g/a.jpg", 1)
     server.add_image("/g/b.jpg", 2)
     options = {**FAST, "request_delay_s": 0.1}
-    scrape.download_gallery(server.url("/g/index.html"), tmp_path / "flakes", **options)
+    scrape_gallery(server.url("/g/index.html"), tmp_path / "flakes", **options)
     times = [entry.time for entry in server.log]
     assert len(times) == 4  # robots.txt, index, two images
     assert min(later - earlier for earlier, later in itertools.pairwise(times)) >= 0.09
@@ -409,13 +424,14 @@ def test_robots_txt_missing_means_allowed_and_a_specific_block_is_obeyed(gallery
     server = gallery_server
     server.add_page("/g/index.html", '<img src="a.jpg">')
     server.add_image("/g/a.jpg", 1)
-    report = scrape.download_gallery(server.url("/g/index.html"), tmp_path / "one", **FAST)
+    report = scrape_gallery(server.url("/g/index.html"), tmp_path / "one", **FAST)
     assert report["status"].tolist() == ["saved"]
 
     server.add_file("/robots.txt", b"User-agent: snowflake-uniqueness-tutorial\nDisallow: /g/\n")
     server.clear_log()
-    with pytest.raises(scrape.GalleryUnreachableError, match="robots.txt"):
-        scrape.download_gallery(server.url("/g/index.html"), tmp_path / "two", **FAST)
+    with pytest.raises(scrape.GalleryRefusedError, match="robots.txt disallows") as caught:
+        scrape_gallery(server.url("/g/index.html"), tmp_path / "two", **FAST)
+    assert not isinstance(caught.value, ConnectionError)  # a refusal, not "cannot reach"
     assert server.paths() == ["/robots.txt"]
 
 
@@ -435,7 +451,7 @@ def test_safe_names_and_name_clashes(gallery_server, make_image, tmp_path):
         "/g/dot.jpg": server.add_image("/g/dot.jpg", 6),
     }
     image_dir = tmp_path / "out" / "flakes"
-    report = scrape.download_gallery(server.url("/g/index.html"), image_dir, **FAST)
+    report = scrape_gallery(server.url("/g/index.html"), image_dir, **FAST)
     assert (report["status"] == "saved").all(), report
     saved = saved_images(image_dir)
     tag = {path: sha256(data)[:8] for path, data in contents.items()}
@@ -465,7 +481,7 @@ def test_interrupted_run_leaves_nothing_half_written_and_resumes(
 
     monkeypatch.setattr(scrape, "check_image", check_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
-        scrape.download_gallery(snow_gallery.index_url, image_dir, **FAST)
+        scrape_gallery(snow_gallery.index_url, image_dir, **FAST)
     partial = saved_images(image_dir)
     assert 0 < len(partial) < len(snow_gallery.expected_sha256)
     manifest = files.read_manifest(image_dir)
@@ -474,7 +490,7 @@ def test_interrupted_run_leaves_nothing_half_written_and_resumes(
 
     monkeypatch.setattr(scrape, "check_image", real_check)
     server.clear_log()
-    scrape.download_gallery(snow_gallery.index_url, image_dir, **FAST)
+    scrape_gallery(snow_gallery.index_url, image_dir, **FAST)
     assert set(saved_images(image_dir).values()) == snow_gallery.expected_sha256
     assert len(saved_images(image_dir)) == len(snow_gallery.expected_sha256)
     manifest = files.read_manifest(image_dir)
@@ -494,7 +510,7 @@ def test_failed_write_leaves_no_partial_file(gallery_server, tmp_path, monkeypat
 
     monkeypatch.setattr(os, "fsync", disk_full)
     with pytest.raises(OSError, match="No space left"):
-        scrape.download_gallery(server.url("/g/index.html"), tmp_path / "flakes", **FAST)
+        scrape_gallery(server.url("/g/index.html"), tmp_path / "flakes", **FAST)
     assert [path.name for path in (tmp_path / "flakes").iterdir()] == []
 
 
@@ -509,7 +525,7 @@ def test_existing_manifest_rows_are_kept(gallery_server, make_image, tmp_path):
     gone_row = dict(earlier_row, file="gone.jpg", url="http://old/gone.jpg")
     files.write_manifest(image_dir, [earlier_row, gone_row])
 
-    scrape.download_gallery(server.url("/g/index.html"), image_dir, **FAST)
+    scrape_gallery(server.url("/g/index.html"), image_dir, **FAST)
     manifest = files.read_manifest(image_dir)
     assert manifest["file"].tolist() == ["a.jpg", "earlier.jpg"]  # gone.jpg is no longer there
     assert manifest.iloc[1].to_dict() == earlier_row
@@ -520,7 +536,7 @@ def test_existing_manifest_rows_are_kept(gallery_server, make_image, tmp_path):
 
 def test_unreachable_site_says_where_and_what_to_do(closed_port_url, tmp_path):
     with pytest.raises(scrape.GalleryUnreachableError) as caught:
-        scrape.download_gallery(closed_port_url, tmp_path / "flakes", retries=1, **FAST)
+        scrape_gallery(closed_port_url, tmp_path / "flakes", retries=1, **FAST)
     assert isinstance(caught.value, ConnectionError)
     message = str(caught.value)
     assert closed_port_url in message
@@ -531,7 +547,7 @@ def test_unreachable_site_says_where_and_what_to_do(closed_port_url, tmp_path):
 def test_index_not_found_is_unreachable_too(gallery_server, tmp_path):
     url = gallery_server.url("/nowhere/images.html")
     with pytest.raises(scrape.GalleryUnreachableError, match="HTTP 404") as caught:
-        scrape.download_gallery(url, tmp_path / "flakes", **FAST)
+        scrape_gallery(url, tmp_path / "flakes", **FAST)
     assert url in str(caught.value)
 
 
@@ -539,7 +555,7 @@ def test_site_is_reachable(snow_gallery, closed_port_url):
     assert scrape.site_is_reachable(snow_gallery.index_url, timeout=2) is True
     assert scrape.site_is_reachable(closed_port_url, timeout=2) is False
     assert scrape.site_is_reachable(snow_gallery.server.url("/missing.html"), timeout=2) is False
-    assert snow_gallery.server.log[0].user_agent == scrape.USER_AGENT
+    assert snow_gallery.server.log[0].user_agent == polite.USER_AGENT
 
 
 def test_no_image_links_says_what_was_searched(gallery_server, tmp_path):
@@ -547,7 +563,7 @@ def test_no_image_links_says_what_was_searched(gallery_server, tmp_path):
     server.add_page("/g/index.html", '<p>No pictures.</p><a href="text.html">more</a>')
     server.add_page("/g/text.html", "<p>Still none.</p>")
     with pytest.raises(scrape.NoImagesFoundError) as caught:
-        scrape.download_gallery(server.url("/g/index.html"), tmp_path / "flakes", **FAST)
+        scrape_gallery(server.url("/g/index.html"), tmp_path / "flakes", **FAST)
     message = str(caught.value)
     assert server.url("/g/index.html") in message and server.url("/g/text.html") in message
     assert "2 page(s)" in message and "<img>" in message and 'SOURCE="demo"' in message
@@ -558,7 +574,7 @@ def test_only_broken_images_is_no_images_with_the_report(gallery_server, tmp_pat
     server.add_page("/g/index.html", '<img src="missing.jpg"><img src="icon.png">')
     server.add_image("/g/icon.png", 1, size=(16, 16), fmt="PNG")
     with pytest.raises(scrape.NoImagesFoundError, match="too small: 1") as caught:
-        scrape.download_gallery(server.url("/g/index.html"), tmp_path / "flakes", **FAST)
+        scrape_gallery(server.url("/g/index.html"), tmp_path / "flakes", **FAST)
     assert caught.value.report["reason"].tolist() == ["HTTP 404", "too small (16x16)"]
     assert saved_images(tmp_path / "flakes") == {}
 
@@ -570,14 +586,182 @@ def test_bad_parameters_are_refused(gallery_server, tmp_path, options):
     gallery_server.add_page("/g/index.html", '<img src="a.jpg">')
     gallery_server.add_image("/g/a.jpg", 1)
     with pytest.raises(ValueError):
-        scrape.download_gallery(
-            gallery_server.url("/g/index.html"), tmp_path / "f", **{**FAST, **options}
-        )
+        scrape_gallery(gallery_server.url("/g/index.html"), tmp_path / "f", **{**FAST, **options})
 
 
-def test_session_describes_itself_for_the_notebook():
-    session = scrape.make_session(request_delay_s=2.0, retries=4)
-    assert repr(session) == (
-        f"PoliteSession(user_agent={scrape.USER_AGENT!r}, timeout={scrape.DEFAULT_TIMEOUT} s, "
-        "retries=4, request_delay_s=2.0)"
+# --- hostile galleries ------------------------------------------------------------------------
+
+
+def test_hostile_gallery_saves_exactly_the_good_photos_and_lists_every_trap(
+    hostile_gallery, tmp_path
+):
+    gallery, image_dir = hostile_gallery, tmp_path / "flakes"
+    report = scrape_gallery(gallery.index_url, image_dir)
+
+    assert set(saved_images(image_dir).values()) == gallery.expected_sha256
+    assert len(saved_images(image_dir)) == len(gallery.expected_sha256)
+    assert gallery.elsewhere.log == []  # never asked: not for an image, not for a page
+    assert not any("/private/" in path for path in gallery.server.paths())  # robots.txt
+    skipped = report[report["status"] == "skipped"]
+    reasons = {
+        kind: dict(zip(part["url"], part["reason"], strict=True))
+        for kind, part in skipped.groupby("kind")
+    }
+    assert reasons["image"].keys() == gallery.image_skips.keys()
+    for url, reason in gallery.image_skips.items():
+        assert reasons["image"][url].startswith(reason), (url, reasons["image"][url])
+    assert reasons["page"].keys() == gallery.page_skips.keys()
+    for url, reason in gallery.page_skips.items():
+        assert reasons["page"][url].startswith(reason), (url, reasons["page"][url])
+    assert reasons["link"].keys() == gallery.malformed_links
+    assert all(reason.startswith("malformed URL") for reason in reasons["link"].values())
+    summary = dict(scrape.summarise_report(report).itertuples(index=False))
+    assert summary["saved"] == 4
+    assert summary["page skipped: redirect loop"] == 2
+    assert summary["link skipped: malformed URL"] == 4
+    assert summary["skipped: too large"] == 1
+    assert leftovers(tmp_path) == []
+
+
+def test_redirect_hops_are_limited_and_each_is_requested_once(hostile_gallery, tmp_path):
+    server = hostile_gallery.server
+    scrape_gallery(hostile_gallery.index_url, tmp_path / "flakes")
+    chain = [path for path in server.paths() if path.startswith("/h/chain")]
+    assert chain == [f"/h/chain{step}.html" for step in range(polite.MAX_REDIRECTS + 1)]
+    assert server.count("/h/loop.html") == 1
+    assert server.count("/h/selfloop.jpg") == 1
+    assert (server.count("/h/ping.html"), server.count("/h/pong.html")) == (1, 1)
+
+
+def test_gzip_bombs_are_stopped_at_the_cap_with_memory_bounded(gallery_server, tmp_path):
+    server = gallery_server
+    bomb = gzip_bomb()  # built before measuring
+    server.serve_gzip("/g/bomb.html", bomb)
+    server.serve_gzip("/g/bomb.jpg", bomb, content_type="image/jpeg")
+    server.add_page(
+        "/g/index.html", '<a href="bomb.html">b</a><img src="bomb.jpg"><img src="a.jpg">'
     )
+    server.add_image("/g/a.jpg", 1)
+    tracemalloc.start()
+    try:
+        report = scrape_gallery(server.url("/g/index.html"), tmp_path / "flakes")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    reasons = dict(zip(report["url"].str.rsplit("/", n=1).str[-1], report["reason"], strict=True))
+    assert reasons["bomb.html"] == f"too large (> {scrape.MAX_PAGE_BYTES >> 20:g} MiB)"
+    assert reasons["bomb.jpg"] == f"too large (> {scrape.MAX_IMAGE_BYTES >> 20:g} MiB)"
+    assert reasons["a.jpg"] == ""
+    # Reading up to the image cap costs about the cap, never the bombs' 200 MiB.
+    assert peak < scrape.MAX_IMAGE_BYTES + 30 * 2**20 < BOMB_BYTES
+
+
+def test_gzip_bomb_robots_txt_is_a_refusal_with_memory_bounded(gallery_server, tmp_path):
+    server = gallery_server
+    server.serve_gzip("/robots.txt", gzip_bomb(), content_type="text/plain")
+    server.add_page("/g/index.html", '<img src="a.jpg">')
+    tracemalloc.start()
+    try:
+        with pytest.raises(scrape.GalleryRefusedError, match="robots.txt disallows") as caught:
+            scrape_gallery(server.url("/g/index.html"), tmp_path / "flakes")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "too large (> 512 KiB)" in str(caught.value)
+    assert server.paths() == ["/robots.txt"]
+    assert peak < 20 * 2**20 < BOMB_BYTES
+
+
+@pytest.mark.parametrize(
+    ("robots", "reason"),
+    [
+        ("User-agent: *\nDisallow: /\n", ""),
+        ("User-agent: *\nCrawl-delay: 3600\n", " (robots.txt Crawl-delay (3600 s, over 60 s))"),
+    ],
+)
+def test_robots_txt_refusing_everything_is_a_refusal_not_unreachable(
+    gallery_server, tmp_path, robots, reason
+):
+    server = gallery_server
+    server.add_file("/robots.txt", robots.encode())
+    server.add_page("/g/index.html", '<img src="a.jpg">')
+    with pytest.raises(scrape.GalleryRefusedError) as caught:
+        scrape_gallery(server.url("/g/index.html"), tmp_path / "flakes")
+    assert not isinstance(caught.value, ConnectionError)
+    start = f"robots.txt disallows {server.url('/g/index.html')} for {polite.USER_AGENT!r}"
+    assert str(caught.value).startswith(start + reason + ":")
+    assert "Cannot reach" not in str(caught.value)
+    assert server.paths() == ["/robots.txt"]
+
+
+def test_trickling_server_meets_the_deadline(gallery_server, make_image, tmp_path):
+    server = gallery_server
+    server.add_page("/g/index.html", '<img src="slow.jpg"><img src="a.jpg">')
+    server.add_image("/g/a.jpg", 1)
+    slow = make_image(2)
+    server.respond("/g/slow.jpg", slow, headers={"Content-Type": "image/jpeg"}, trickle_s=0.02)
+    report = scrape_gallery(
+        server.url("/g/index.html"), tmp_path / "flakes", deadline_s=0.5, timeout=(1, 0.3)
+    )
+    reasons = dict(zip(report["url"].str.rsplit("/", n=1).str[-1], report["reason"], strict=True))
+    assert reasons == {"slow.jpg": "too slow (over 0.5 s)", "a.jpg": ""}
+    assert 0 < server.sent("/g/slow.jpg") < len(slow)  # the client hung up early
+
+
+def test_crawl_delay_and_redirect_hops_wait(gallery_server, tmp_path, monkeypatch):
+    server = gallery_server
+    server.add_file("/robots.txt", b"User-agent: *\nCrawl-delay: 3\n")
+    server.add_page("/g/index.html", '<img src="moved.jpg">')
+    server.redirect("/g/moved.jpg", "/g/a.jpg")
+    server.add_image("/g/a.jpg", 1)
+    pauses = []
+    monkeypatch.setattr(polite.time, "sleep", pauses.append)  # record instead of waiting
+    scrape_gallery(server.url("/g/index.html"), tmp_path / "flakes", request_delay_s=0.5)
+    assert server.paths() == ["/robots.txt", "/g/index.html", "/g/moved.jpg", "/g/a.jpg"]
+    # Every request after robots.txt waits the site's Crawl-delay (longer than the 0.5 s
+    # asked for), the redirect's second hop included.
+    assert len(pauses) == 3
+    assert all(2.9 < pause <= 3 for pause in pauses)
+
+
+def test_manifest_is_written_as_files_arrive(snow_gallery, tmp_path, monkeypatch):
+    image_dir, real_check, on_disk = tmp_path / "flakes", scrape.check_image, []
+
+    def check_and_look(data):
+        on_disk.append((set(saved_images(image_dir)), set(files.read_manifest(image_dir)["file"])))
+        return real_check(data)
+
+    monkeypatch.setattr(scrape, "check_image", check_and_look)
+    scrape_gallery(snow_gallery.index_url, image_dir)
+    assert len(on_disk) > 5
+    assert all(saved == listed for saved, listed in on_disk)  # never a file it does not list
+    assert on_disk[-1][0]  # files had arrived before the last check
+
+
+def test_next_run_removes_partial_files(gallery_server, tmp_path):
+    server, image_dir = gallery_server, tmp_path / "flakes"
+    server.add_page("/g/index.html", '<img src="a.jpg">')
+    server.add_image("/g/a.jpg", 1)
+    image_dir.mkdir()
+    (image_dir / ".a.jpg.0badc0de.part").write_bytes(b"half a photo")
+    scrape_gallery(server.url("/g/index.html"), image_dir)
+    assert sorted(path.name for path in image_dir.iterdir()) == [
+        "a.jpg",
+        files.MANIFEST_NAME,
+    ]
+
+
+def test_readme_states_the_caps_the_deadline_and_the_redirect_limit():
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    paragraph = " ".join(readme[readme.index("The scraper is polite") :].split("\n\n")[0].split())
+    assert f"{scrape.MAX_PAGE_BYTES >> 20} MiB per page" in paragraph
+    assert f"{polite.MAX_ROBOTS_BYTES >> 10} KiB for robots.txt" in paragraph
+    assert f"{scrape.MAX_IMAGE_BYTES >> 20} MiB per image" in paragraph
+    assert f"total deadline of {polite.REQUEST_DEADLINE_S:g} s" in paragraph
+    assert f"at most {polite.MAX_REDIRECTS} hops" in paragraph
+    assert f"up to {polite.MAX_CRAWL_DELAY_S:g} s" in paragraph
+
+
+def test_malformed_index_url_says_so():
+    with polite.PoliteSession() as session, pytest.raises(ValueError, match="is malformed"):
+        scrape.find_gallery_pages(session, "http://[oops/images.html")

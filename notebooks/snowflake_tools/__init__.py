@@ -5,7 +5,8 @@ little. Import modules by name, e.g. ``from snowflake_tools import search``.
 
 Modules:
     files     -- atomic writes, safe file names, the image manifest
-    scrape    -- polite crawling and downloading of the gallery (notebook 01)
+    polite    -- polite, bounded HTTP: robots.txt, delays, redirects, caps, deadlines
+    scrape    -- crawling the gallery and keeping its photos (notebook 01)
     demo      -- synthetic snow crystals for offline runs (notebook 01)
     images    -- listing and robust loading of images (notebook 02)
     features  -- VGG16 feature extraction with a cache (notebook 02)

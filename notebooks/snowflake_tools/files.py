@@ -10,7 +10,7 @@ import contextlib
 import hashlib
 import os
 import re
-import tempfile
+import secrets
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -25,6 +25,9 @@ MANIFEST_NAME = "manifest.csv"
 
 #: Columns of the manifest, in order: one row per saved image.
 MANIFEST_COLUMNS = ["file", "url", "page", "sha256", "width", "height"]
+
+#: Ending of the temporary files that atomic writes rename into place when they succeed.
+PARTIAL_SUFFIX = ".part"
 
 
 def is_image_name(name: str) -> bool:
@@ -55,16 +58,42 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(
-        dir=target.parent, prefix=f".{target.name}.", suffix=".part"
-    )
-    os.close(handle)
-    temporary = Path(temporary)
+    temporary = _create_partial_file(target)
     try:
         yield temporary
         os.replace(temporary, target)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _create_partial_file(target: Path) -> Path:
+    """Create an empty, new ``.<name>.<random>.part`` beside ``target`` and return its path.
+
+    Created with mode 0o666 minus the umask, as ``open(path, "w")`` would, so the finished file
+    gets the permissions of any other file the user writes (``tempfile.mkstemp`` gives 0o600).
+    """
+    for _ in range(100):
+        temporary = target.with_name(f".{target.name}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}")
+        try:
+            os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return temporary
+    raise FileExistsError(f"Cannot create a temporary file beside {target}.")
+
+
+def remove_partial_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary ``.*.part`` files an interrupted write left in ``folder``.
+
+    Returns the paths removed. Only run it when no other writer is busy in ``folder``.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    partial = sorted(folder.glob(f".*{PARTIAL_SUFFIX}"))
+    for path in partial:
+        path.unlink(missing_ok=True)
+    return partial
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

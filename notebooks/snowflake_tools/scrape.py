@@ -1,54 +1,45 @@
-"""Polite crawling and downloading of a snow-crystal photo gallery (notebook 01).
+"""Crawling a snow-crystal photo gallery and keeping its photos (notebook 01, steps 2-6).
 
-Notebook 01 runs the steps one cell at a time; ``download_gallery`` runs them all:
+Notebook 01 runs the steps one cell at a time:
 
-1. ``make_session``         -- one HTTP session: User-Agent, timeouts, retries, delay, robots.txt
-2. ``fetch_html``           -- the index page as text
-3. ``find_gallery_pages``   -- the index plus the pages it links to in the same folder tree
-4. ``collect_image_links``  -- every image URL on those pages, full-size rather than thumbnail
-5. ``download_images``      -- keep only real, large-enough, new images; returns a report
-6. ``summarise_report``     -- found / saved / skipped by reason, as a small table
+1. ``polite.PoliteSession``  -- one HTTP session: User-Agent, robots.txt, delays, caps, deadlines
+2. ``find_gallery_pages``    -- the index plus the pages it links to in the same folder tree
+3. ``collect_image_links``   -- every image URL on those pages, full-size rather than thumbnail
+4. ``download_images``       -- keep only real, large-enough, new images; returns a report
+5. ``summarise_report``      -- found / saved / skipped by reason, as a small table
 
-What lands on disk: one file per distinct image (by SHA-256 of its bytes, saved as downloaded),
-``manifest.csv`` (see ``files.MANIFEST_COLUMNS``) and ``.seen_urls.csv``, a note of URLs whose
-image is known to be a duplicate or too small, so that a re-run does not fetch them again.
+A crawl survives any single bad page, link or image: it is skipped, and the report lists it with
+its reason. What lands on disk: one file per distinct image (by SHA-256 of its bytes, saved as
+downloaded), ``manifest.csv`` (see ``files.MANIFEST_COLUMNS``, rewritten as each file arrives)
+and ``.seen_urls.csv``, a note of URLs whose image is known to be a duplicate or too small, so
+that a re-run does not fetch them again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import posixpath
 import re
-import threading
-import time
 import warnings
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, unquote, unquote_to_bytes, urljoin, urlsplit, urlunsplit
-from urllib.robotparser import RobotFileParser
 
 import pandas as pd
 import requests
 from bs4 import BeautifulSoup, UnicodeDammit
 from PIL import Image, ImageFile, UnidentifiedImageError
-from requests.adapters import HTTPAdapter
 from tqdm.auto import tqdm
-from urllib3.util.retry import Retry
 
-from snowflake_tools import files
+from snowflake_tools import files, polite
 
-#: Sent with every request so the site's owners can see who is asking and why.
-USER_AGENT = "snowflake-uniqueness-tutorial/1.0 (educational; polite scraper)"
+#: Pages larger than this (decoded bytes) are skipped: a gallery page is a few hundred KiB.
+MAX_PAGE_BYTES = 5 * 2**20
 
-#: (connect, read) timeouts in seconds for every request.
-DEFAULT_TIMEOUT = (10.0, 30.0)
-
-#: HTTP statuses worth asking again for: the server's trouble, not ours.
-RETRY_STATUSES = (500, 502, 503, 504)
-
-#: Bodies larger than this (bytes) are not photos of a snow crystal; they are not downloaded.
-MAX_IMAGE_BYTES = 50 * 1024 * 1024
+#: Bodies larger than this (decoded bytes) are not photos of a snow crystal; they are skipped.
+MAX_IMAGE_BYTES = 50 * 2**20
 
 #: Pillow formats that are kept, with the file ending added when the URL has none.
 IMAGE_FORMATS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "GIF": ".gif"}
@@ -56,7 +47,11 @@ IMAGE_FORMATS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "GIF": ".gif"}
 #: Path endings of links that are followed as gallery pages (besides folders and bare names).
 PAGE_SUFFIXES = (".html", ".htm", ".shtml", ".xhtml", ".php", ".asp", ".aspx", ".cfm", ".jsp")
 
-#: Columns of the report that ``download_images`` returns, one row per image URL or skipped page.
+#: Media types accepted as a page.
+PAGE_TYPES = ("text/html", "application/xhtml+xml")
+
+#: Columns of the report that ``download_images`` returns: one row per image URL, skipped
+#: page (``kind == "page"``) or malformed link (``kind == "link"``).
 REPORT_COLUMNS = [
     "kind",
     "url",
@@ -87,21 +82,25 @@ class GalleryUnreachableError(ConnectionError):
         )
 
 
+class GalleryRefusedError(PermissionError):
+    """The site's robots.txt does not let this scraper fetch the gallery's index."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        detail = "" if reason == "robots.txt" else f" ({reason})"
+        super().__init__(
+            f"robots.txt disallows {url} for {polite.USER_AGENT!r}{detail}: the site's "
+            f"owners ask crawlers to stay away, so nothing was downloaded. Point BASE_URL at "
+            f"a gallery that allows it, or {_DEMO_HINT}."
+        )
+
+
 class NoImagesFoundError(RuntimeError):
     """The gallery was reached but yielded no usable image. ``report`` holds what was tried."""
 
     def __init__(self, message: str, report: pd.DataFrame | None = None) -> None:
         self.report = report
         super().__init__(message)
-
-
-class PageSkippedError(RuntimeError):
-    """One page could not be used; ``reason`` says why (``"HTTP 404"``, ``"robots.txt"``...)."""
-
-    def __init__(self, url: str, reason: str) -> None:
-        self.url = url
-        self.reason = reason
-        super().__init__(f"Skipped {url}: {reason}")
 
 
 class ImageRejectedError(ValueError):
@@ -123,6 +122,21 @@ class ImageLink:
     url: str
     page: str
     thumbnail_url: str | None = None
+
+
+@dataclass
+class GalleryPages:
+    """What ``find_gallery_pages`` found: ``html`` maps each page's final URL to its HTML, in
+    crawl order (the index first); ``skipped`` holds report rows for the pages and links that
+    could not be used, each with its reason."""
+
+    html: dict[str, str] = field(default_factory=dict)
+    skipped: list[dict] = field(default_factory=list)
+
+    @property
+    def urls(self) -> list[str]:
+        """The pages' URLs, in crawl order."""
+        return list(self.html)
 
 
 # --- URLs -------------------------------------------------------------------------------------
@@ -202,15 +216,23 @@ def _resolve(base_url: str, reference: str | None, keep_query: bool = False) -> 
     """Absolute canonical http(s) URL of ``reference`` as seen from ``base_url``, or None."""
     if not reference or not reference.strip():
         return None
-    absolute = urljoin(base_url, reference.strip())
-    if urlsplit(absolute).scheme.lower() not in ("http", "https"):
-        return None  # mailto:, javascript:, data: ...
-    return canonical_url(absolute, keep_query=keep_query)
+    try:
+        absolute = urljoin(base_url, reference.strip())
+        if urlsplit(absolute).scheme.lower() not in ("http", "https"):
+            return None  # mailto:, javascript:, data: ...
+        return canonical_url(absolute, keep_query=keep_query)
+    except ValueError:
+        return None  # malformed: find_malformed_links reports it
 
 
 def _base_url(page_url: str, soup: BeautifulSoup) -> str:
     base = soup.find("base", href=True)
-    return urljoin(page_url, base["href"]) if base else page_url
+    if base is None:
+        return page_url
+    try:
+        return urljoin(page_url, base["href"])
+    except ValueError:
+        return page_url
 
 
 # --- Parsing (no network) ---------------------------------------------------------------------
@@ -265,270 +287,157 @@ def find_image_links(page_url: str, html: str) -> list[ImageLink]:
     return list(found.values())
 
 
-# --- The session ------------------------------------------------------------------------------
+#: Tags and the attribute holding their link, as read by ``find_page_links``/``find_image_links``.
+_LINK_ATTRIBUTES = {"a": "href", "area": "href", "frame": "src", "iframe": "src", "img": "src"}
 
 
-class PoliteSession:
-    """A ``requests.Session`` that behaves: identifies itself, waits, retries, obeys robots.txt.
+def find_malformed_links(page_url: str, html: str) -> list[tuple[str, str]]:
+    """Links on the page that cannot be parsed as URLs, as (link, reason), each once.
 
-    - every request sends ``user_agent`` and uses ``timeout`` (seconds, or (connect, read));
-    - connection errors and 5xx answers are retried ``retries`` times, waiting
-      ``backoff * 2**(n-1)`` seconds before the n-th retry (urllib3 ``Retry``);
-    - consecutive requests to one site are at least ``request_delay_s`` seconds apart;
-    - ``allowed(url)`` reads each site's robots.txt once (missing robots.txt: all allowed).
-
-    It also remembers, for ``fetch_html``, the pages already fetched (``html``) and the pages
-    that could not be used (``skipped_pages``, rows for the report).
+    ``http://[oops/p.html`` (a broken IPv6 host) or ``http://host:99999/`` (a port out of range)
+    are dropped by ``find_page_links`` and ``find_image_links``; this lists them for the report.
     """
-
-    def __init__(
-        self,
-        user_agent: str = USER_AGENT,
-        timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
-        retries: int = 3,
-        backoff: float = 0.5,
-        request_delay_s: float = 1.0,
-    ) -> None:
-        if request_delay_s < 0 or backoff < 0 or retries < 0:
-            raise ValueError("retries, backoff and request_delay_s must be zero or more.")
-        self.user_agent = user_agent
-        self.timeout = timeout
-        self.request_delay_s = request_delay_s
-        self.retries = retries
-        self.http = requests.Session()
-        self.http.headers["User-Agent"] = user_agent
-        retry = Retry(
-            total=retries,
-            connect=retries,
-            read=retries,
-            status=retries,
-            other=0,
-            backoff_factor=backoff,
-            status_forcelist=RETRY_STATUSES,
-            allowed_methods=frozenset({"GET", "HEAD"}),
-            raise_on_status=False,  # the last 5xx answer is returned, and reported as such
-            retry_after_max=60,
-        )
-        adapter = HTTPAdapter(max_retries=retry)
-        self.http.mount("http://", adapter)
-        self.http.mount("https://", adapter)
-        self.html: dict[str, tuple[str, str]] = {}
-        self.skipped_pages: list[dict] = []
-        self._robots: dict[str, RobotFileParser] = {}
-        self._last_request: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def get(self, url: str, **kwargs) -> requests.Response:
-        """GET ``url`` after waiting out the delay for its site; returns the final response."""
-        site = urlsplit(url).netloc
-        with self._lock:
-            wait = self._last_request.get(site, -float("inf")) + self.request_delay_s
-            pause = wait - time.monotonic()
-        if pause > 0:
-            time.sleep(pause)
+    soup = BeautifulSoup(html, "html.parser")
+    base = _base_url(page_url, soup)
+    malformed: dict[str, str] = {}
+    for tag in soup.find_all(list(_LINK_ATTRIBUTES)):
+        reference = (tag.get(_LINK_ATTRIBUTES[tag.name]) or "").strip()
         try:
-            return self.http.get(url, timeout=self.timeout, **kwargs)
-        finally:
-            with self._lock:
-                self._last_request[site] = time.monotonic()
-
-    def allowed(self, url: str) -> bool:
-        """True when the site's robots.txt lets this User-Agent fetch ``url``."""
-        parts = urlsplit(url)
-        origin = f"{parts.scheme}://{parts.netloc}"
-        if origin not in self._robots:
-            self._robots[origin] = self._read_robots(origin + "/robots.txt")
-        return self._robots[origin].can_fetch(self.user_agent, url)
-
-    def _read_robots(self, robots_url: str) -> RobotFileParser:
-        # Fetched through this session (not RobotFileParser.read) so that it is identified,
-        # delayed and retried like any other request. Rules as in RFC 9309.
-        parser = RobotFileParser(robots_url)
-        response = self.get(robots_url)
-        if response.status_code in (401, 403) or response.status_code >= 500:
-            parser.disallow_all = True
-        elif response.status_code >= 400:
-            parser.allow_all = True
-        else:
-            parser.parse(response.text.splitlines())
-        return parser
-
-    def __repr__(self) -> str:
-        return (
-            f"PoliteSession(user_agent={self.user_agent!r}, timeout={self.timeout} s, "
-            f"retries={self.retries}, request_delay_s={self.request_delay_s})"
-        )
-
-    def close(self) -> None:
-        """Close the underlying connections."""
-        self.http.close()
-
-    def __enter__(self) -> PoliteSession:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
-
-
-def make_session(
-    user_agent: str = USER_AGENT,
-    timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
-    retries: int = 3,
-    backoff: float = 0.5,
-    request_delay_s: float = 1.0,
-) -> PoliteSession:
-    """A ``PoliteSession``: see its docstring for what each argument does."""
-    return PoliteSession(user_agent, timeout, retries, backoff, request_delay_s)
-
-
-def site_is_reachable(url: str, timeout: float = 5.0, user_agent: str = USER_AGENT) -> bool:
-    """True when one GET of ``url`` answers 2xx within ``timeout`` seconds (no retries).
-
-    Cheap enough for notebook 01's ``SOURCE = "auto"``: the body is not read.
-    """
-    try:
-        with requests.get(
-            url, timeout=timeout, stream=True, headers={"User-Agent": user_agent}
-        ) as response:
-            return response.ok
-    except requests.RequestException:
-        return False
+            canonical_url(urljoin(base, reference))
+        except ValueError as error:
+            malformed.setdefault(reference, f"malformed URL ({error})")
+    return list(malformed.items())
 
 
 # --- Pages ------------------------------------------------------------------------------------
 
 
-def fetch_html(session: PoliteSession, url: str) -> str:
-    """The HTML text of the page at ``url``, fetched once per session.
+def site_is_reachable(url: str, timeout: float = 5.0, user_agent: str = polite.USER_AGENT) -> bool:
+    """True when one GET of ``url`` answers below 400 within ``timeout`` seconds (no retries).
 
-    Raises ``GalleryUnreachableError`` when the site does not answer (after retries) and
-    ``PageSkippedError`` when it answers but the page cannot be used (``reason``: robots.txt,
-    ``HTTP 404``, not HTML, truncated).
+    Cheap enough for notebook 01's ``SOURCE = "auto"``: the body is not read and redirects are
+    not followed (the crawl checks them).
     """
-    url = canonical_url(url, keep_query=True)
-    if url in session.html:
-        return session.html[url][1]
     try:
-        if not session.allowed(url):
-            raise PageSkippedError(url, "robots.txt")
-        with session.get(url) as response:
-            if response.status_code != 200:
-                raise PageSkippedError(url, f"HTTP {response.status_code}")
-            content_type = _content_type(response)
-            if content_type and content_type not in ("text/html", "application/xhtml+xml"):
-                raise PageSkippedError(url, f"not HTML ({content_type})")
-            text = _decode_html(response)
-            final_url = canonical_url(response.url, keep_query=True)
-    except requests.exceptions.ChunkedEncodingError as error:
-        raise PageSkippedError(url, "truncated") from error
-    except (requests.ConnectionError, requests.Timeout) as error:
-        raise GalleryUnreachableError(url, _describe(error)) from error
-    session.html[url] = (final_url, text)
-    return text
+        with requests.get(
+            url,
+            timeout=timeout,
+            stream=True,
+            allow_redirects=False,
+            headers={"User-Agent": user_agent},
+        ) as response:
+            return response.ok
+    except (requests.RequestException, ValueError):
+        return False
 
 
-def _content_type(response: requests.Response) -> str:
-    return response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+def fetch_page(
+    session: polite.PoliteSession, url: str, in_scope: Callable[[str], bool] | None = None
+) -> tuple[str, str]:
+    """(final URL, HTML text) of the page at ``url``, read within ``MAX_PAGE_BYTES``.
+
+    ``in_scope(url)`` is the rule every redirect hop must pass (see ``PoliteSession.fetch``).
+    Raises ``polite.Skipped`` with the report's reason (``robots.txt``, ``HTTP 404``, ``not HTML
+    (image/png)``, ``too large (> 5 MiB)``...) and ``polite.Unreachable`` when the site does not
+    answer.
+    """
+    answer = session.fetch(url, MAX_PAGE_BYTES, in_scope, content_types=PAGE_TYPES)
+    if answer.status != 200:
+        raise polite.Skipped(url, f"HTTP {answer.status}")
+    if answer.body is None:
+        raise polite.Skipped(url, f"not HTML ({answer.content_type})")
+    return canonical_url(answer.url, keep_query=True), _decode_html(answer)
 
 
-def _decode_html(response: requests.Response) -> str:
-    if "charset=" in response.headers.get("Content-Type", "").lower():
-        return response.text
-    # Without a declared charset requests guesses Latin-1; the page's <meta> knows better.
-    return UnicodeDammit(response.content, is_html=True).unicode_markup or ""
+def _decode_html(answer: polite.Fetched) -> str:
+    if answer.charset:
+        with contextlib.suppress(LookupError):
+            return answer.body.decode(answer.charset, errors="replace")
+    # Without a (known) declared charset, the page's <meta> knows best.
+    return UnicodeDammit(answer.body, is_html=True).unicode_markup or ""
 
 
-def _describe(error: BaseException) -> str:
-    """The short cause of a failed request: "Connection refused", "timed out"..."""
-    text = str(error)
-    operating_system_says = re.search(r"\[Errno -?\d+\] ([^\"')]+)", text)
-    if operating_system_says:
-        return operating_system_says.group(1).strip()
-    if isinstance(error, requests.Timeout):
-        return "timed out"
-    return f"{type(error).__name__}: {text}"[:200]
-
-
-def _final_url(session: PoliteSession, url: str) -> str:
-    """Where ``url`` ended up after redirects, so relative links resolve against the right place."""
-    return session.html.get(canonical_url(url, keep_query=True), (url, ""))[0]
-
-
-def find_gallery_pages(session: PoliteSession, index_url: str, depth: int = 1) -> list[str]:
-    """The index and the gallery pages reachable from it within ``depth`` links.
+def find_gallery_pages(
+    session: polite.PoliteSession, index_url: str, depth: int = 1
+) -> GalleryPages:
+    """The index and the gallery pages reachable from it within ``depth`` links, with their HTML.
 
     Breadth-first from the index. A link is followed when it is an HTML page on the same site
     and under the index's folder (``is_in_gallery``), each page once, so links back to the index
-    or between pages do not loop. ``depth=0`` is the index alone; 1 (the default) adds the pages
-    it links to, which is how the gallery is built. Pages that cannot be used (robots.txt,
-    ``HTTP 404``...) are left out and noted in ``session.skipped_pages`` for the report.
+    or between pages do not loop; every redirect hop must stay there too. ``depth=0`` is the
+    index alone; 1 (the default) adds the pages it links to, which is how the gallery is built.
+    Pages that cannot be used (robots.txt, ``HTTP 404``, too large, a redirect loop...) and
+    malformed links are left out and listed in ``.skipped`` with their reason.
 
-    Raises ``GalleryUnreachableError`` when the index itself cannot be fetched.
+    Raises ``GalleryUnreachableError`` when the index cannot be fetched and
+    ``GalleryRefusedError`` when robots.txt disallows it.
     """
     if depth < 0:
         raise ValueError(f"depth must be 0 or more, got {depth}.")
-    index = canonical_url(index_url, keep_query=True)
     try:
-        html = fetch_html(session, index)
-    except PageSkippedError as error:
+        index = canonical_url(index_url, keep_query=True)
+    except ValueError as error:
+        raise ValueError(f"The index URL {index_url!r} is malformed ({error}).") from error
+    try:
+        root, html = fetch_page(session, index, lambda url: same_site(url, index))
+    except polite.Unreachable as error:
+        raise GalleryUnreachableError(index, error.reason) from error
+    except polite.Skipped as error:
+        if error.reason.startswith("robots.txt"):
+            raise GalleryRefusedError(index, error.reason) from error
         raise GalleryUnreachableError(index, f"the index page: {error.reason}") from error
-    root = _final_url(session, index)
-    pages, seen = [root], {index, root}
-    frontier = [(root, html)]
-    for _ in range(depth):
+    found = GalleryPages(html={root: html})
+    seen, frontier = {index, root}, [root]
+    for level in range(depth + 1):
         next_frontier = []
-        for page, page_html in frontier:
-            for link in find_page_links(page, page_html):
+        for page in frontier:
+            for link, reason in find_malformed_links(page, found.html[page]):
+                found.skipped.append(_skip_row("link", link, page, reason))
+            if level == depth:
+                continue
+            for link in find_page_links(page, found.html[page]):
                 if link in seen or not is_in_gallery(link, root):
                     continue
                 seen.add(link)
                 try:
-                    link_html = fetch_html(session, link)
-                except (PageSkippedError, GalleryUnreachableError) as error:
-                    reason = getattr(error, "reason", "connection failed")
-                    session.skipped_pages.append(_page_row(link, page, reason))
+                    final, link_html = fetch_page(session, link, lambda u: is_in_gallery(u, root))
+                except polite.Skipped as error:
+                    found.skipped.append(_skip_row("page", link, page, error.reason))
                     continue
-                final = _final_url(session, link)
-                if final in seen and final != link:
+                if final in found.html:
                     continue  # a redirect to a page already listed
                 seen.add(final)
-                pages.append(final)
-                next_frontier.append((final, link_html))
+                found.html[final] = link_html
+                next_frontier.append(final)
         frontier = next_frontier
-    return pages
+    return found
 
 
-def _page_row(url: str, linked_from: str, reason: str) -> dict:
-    return {"kind": "page", "url": url, "page": linked_from, "status": "skipped", "reason": reason}
+def _skip_row(kind: str, url: str, linked_from: str, reason: str) -> dict:
+    return {"kind": kind, "url": url, "page": linked_from, "status": "skipped", "reason": reason}
 
 
-def collect_image_links(session: PoliteSession, pages: Sequence[str]) -> list[ImageLink]:
+def collect_image_links(pages: GalleryPages) -> list[ImageLink]:
     """Every distinct image on ``pages``, in crawl order: page by page, top to bottom.
 
-    Runs ``find_image_links`` on each page (fetched once per session). One link per canonical
-    URL; the first page in ``pages`` that shows it wins, so the order (and which of two URLs
-    of one photo names the file) is the same on every run. An image that some page uses only
-    as the thumbnail of a larger one is dropped. Raises ``NoImagesFoundError`` when there is
-    none.
+    Runs ``find_image_links`` on each page. One link per canonical URL; the first page that
+    shows it wins, so the order (and which of two URLs of one photo names the file) is the same
+    on every run. An image that some page uses only as the thumbnail of a larger one is
+    dropped. Raises ``NoImagesFoundError`` when there is none.
     """
     links: dict[str, ImageLink] = {}
-    for page in pages:
-        try:
-            html = fetch_html(session, page)
-        except (PageSkippedError, GalleryUnreachableError) as error:
-            reason = getattr(error, "reason", "connection failed")
-            session.skipped_pages.append(_page_row(canonical_url(page, True), "", reason))
-            continue
-        for link in find_image_links(_final_url(session, page), html):
+    for page, html in pages.html.items():
+        for link in find_image_links(page, html):
             links.setdefault(link.url, link)
     thumbnails = {link.thumbnail_url for link in links.values()}
     found = [link for url, link in links.items() if url not in thumbnails]
     if not found:
-        searched = ", ".join(pages) if pages else "no pages"
+        searched = ", ".join(pages.html)
         raise NoImagesFoundError(
-            f"Found no image links on the {len(pages)} page(s) searched: {searched}. Check that "
-            "the index URL is the gallery's index page, that its pages show <img> tags or link "
-            f"to .jpg/.jpeg/.png/.gif files, and that depth reaches them; or {_DEMO_HINT}."
+            f"Found no image links on the {len(pages.html)} page(s) searched: {searched}. "
+            "Check that the index URL is the gallery's index page, that its pages show <img> "
+            f"tags or link to .jpg/.jpeg/.png/.gif files, and that depth reaches them; or "
+            f"{_DEMO_HINT}."
         )
     return found
 
@@ -561,31 +470,21 @@ def check_image(data: bytes) -> tuple[str, int, int]:
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as error:
         if "truncat" in str(error).lower() or isinstance(error, EOFError):
             raise ImageRejectedError("truncated") from error
-        raise ImageRejectedError(f"corrupt ({_describe(error)[:80]})") from error
+        raise ImageRejectedError(f"corrupt ({type(error).__name__}: {error}"[:90] + ")") from error
     if image_format not in IMAGE_FORMATS:
         raise ImageRejectedError(f"unsupported format ({image_format})")
     return image_format, width, height
 
 
-class _truncated_images_refused:
+@contextlib.contextmanager
+def _truncated_images_refused() -> Iterator[None]:
     """Within the block Pillow refuses truncated files, whatever another module set globally."""
-
-    def __enter__(self) -> None:
-        self._before = ImageFile.LOAD_TRUNCATED_IMAGES
-        ImageFile.LOAD_TRUNCATED_IMAGES = False
-
-    def __exit__(self, *exc_info) -> None:
-        ImageFile.LOAD_TRUNCATED_IMAGES = self._before
-
-
-def _read_body(response: requests.Response, max_bytes: int) -> bytes:
-    chunks, size = [], 0
-    for chunk in response.iter_content(chunk_size=1 << 16):
-        size += len(chunk)
-        if size > max_bytes:
-            raise ImageRejectedError(f"too large (> {max_bytes // (1 << 20)} MB)")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    before = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = before
 
 
 def _file_name_for(url: str, image_format: str) -> str:
@@ -600,6 +499,7 @@ class _ImageFolder:
 
     def __init__(self, image_dir: Path) -> None:
         self.image_dir = image_dir
+        files.remove_partial_files(image_dir)  # left by an interrupted write
         self.rows: dict[str, dict] = {}  # file -> manifest row, only files present and intact
         for row in files.read_manifest(image_dir).to_dict("records"):
             path = image_dir / str(row["file"])
@@ -634,6 +534,7 @@ class _ImageFolder:
         }
         self.file_by_url[link.url] = name
         self.file_by_sha.setdefault(sha, name)
+        files.write_manifest(self.image_dir, self.rows.values())  # an interrupted run keeps it
         return name
 
     def remember(self, url: str, status: str, reason: str, sha: str, size: tuple[int, int]):
@@ -688,24 +589,24 @@ def _judge_without_request(link: ImageLink, folder: _ImageFolder, min_side: int)
 
 
 def _download_one(
-    session: PoliteSession, link: ImageLink, folder: _ImageFolder, min_side: int
+    session: polite.PoliteSession, link: ImageLink, folder: _ImageFolder, min_side: int
 ) -> dict:
     """Fetch, check and save one image; the report row says what happened."""
     try:
-        with session.get(link.url, stream=True) as response:
-            if response.status_code != 200:
-                return _skip(link, f"HTTP {response.status_code}")
-            content_type = _content_type(response)
-            if content_type and not content_type.startswith(("image/", "application/octet")):
-                return _skip(link, f"not an image ({content_type})")
-            data = _read_body(response, MAX_IMAGE_BYTES)
+        answer = session.fetch(
+            link.url,
+            MAX_IMAGE_BYTES,
+            lambda url: same_site(url, link.page),
+            content_types=("image/", "application/octet-stream"),
+        )
+        if answer.status != 200:
+            return _skip(link, f"HTTP {answer.status}")
+        if answer.body is None:
+            return _skip(link, f"not an image ({answer.content_type})")
+        data = answer.body
         image_format, width, height = check_image(data)
-    except ImageRejectedError as error:
+    except (ImageRejectedError, polite.Skipped) as error:
         return _skip(link, error.reason)
-    except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError):
-        return _skip(link, "truncated (connection closed early)")
-    except requests.RequestException as error:
-        return _skip(link, f"connection failed ({type(error).__name__})")
     sha = files.sha256_bytes(data)
     extra = {"sha256": sha, "width": width, "height": height}
     if _too_small((width, height), min_side):
@@ -721,23 +622,26 @@ def _download_one(
 
 
 def download_images(
-    session: PoliteSession,
+    session: polite.PoliteSession,
     links: Iterable[ImageLink],
     image_dir: str | Path,
     min_side: int = 64,
     max_images: int | None = None,
     progress: bool = True,
+    skipped: Iterable[dict] = (),
 ) -> pd.DataFrame:
     """Download ``links`` into ``image_dir``; return the report, one row per URL.
 
     Each link ends as ``saved``, ``already on disk`` (in the manifest with intact content: not
     requested again), ``duplicate`` (same bytes as a file already kept; ``file`` names it) or
     ``skipped`` with a ``reason``: ``other site``, ``robots.txt``, ``HTTP 404``, ``not an image
-    (text/html)``, ``truncated``, ``too small (16x16)`` (shorter side below ``min_side``
+    (text/html)``, ``truncated``, ``too large (> 50 MiB)``, ``too slow (...)``, ``redirect
+    outside the gallery (...)``, ``too small (16x16)`` (shorter side below ``min_side``
     pixels), ``over max_images (N)``. ``max_images`` caps the images kept (saved plus already
     on disk); None keeps all. Files are the original bytes, written atomically; ``manifest.csv``
-    is merged with the one already there, even when the loop is interrupted. Pages that
-    ``find_gallery_pages`` skipped head the report (``kind == "page"``).
+    is merged with the one already there and rewritten as each file arrives, so an interrupted
+    run keeps it. ``skipped`` rows (``GalleryPages.skipped``: pages and malformed links) head
+    the report.
 
     Raises ``NoImagesFoundError`` (with ``.report``) when no link gave a usable image.
     """
@@ -748,7 +652,7 @@ def download_images(
     image_dir = Path(image_dir)
     image_dir.mkdir(parents=True, exist_ok=True)
     folder = _ImageFolder(image_dir)
-    rows = list(session.skipped_pages)
+    rows = list(skipped)
     links = list(links)
     kept = 0
     try:
@@ -770,7 +674,7 @@ def download_images(
 
 
 def _judge_link(
-    session: PoliteSession,
+    session: polite.PoliteSession,
     link: ImageLink,
     folder: _ImageFolder,
     min_side: int,
@@ -786,11 +690,6 @@ def _judge_link(
         return _skip(link, f"over max_images ({max_images})")
     if known is not None:
         return known
-    try:
-        if not session.allowed(link.url):
-            return _skip(link, "robots.txt")
-    except requests.RequestException as error:
-        return _skip(link, f"connection failed ({type(error).__name__})")
     return _download_one(session, link, folder, min_side)
 
 
@@ -807,44 +706,15 @@ def _reason_counts(report: pd.DataFrame) -> str:
 
 def summarise_report(report: pd.DataFrame) -> pd.DataFrame:
     """A small table for the notebook: images found, saved, already on disk, duplicates, and
-    skips by reason (pages skipped listed separately). Columns ``outcome`` and ``count``."""
+    skips by reason (skipped pages and malformed links listed separately). Columns ``outcome``
+    and ``count``."""
     images = report[report["kind"] == "image"]
-    pages = report[report["kind"] == "page"]
     rows = [("image links found", len(images))]
     for status in ("saved", "already on disk", "duplicate"):
         rows.append((status, int((images["status"] == status).sum())))
-    for prefix, part in (("skipped", images), ("page skipped", pages)):
+    for kind, prefix in (("image", "skipped"), ("page", "page skipped"), ("link", "link skipped")):
+        part = report[report["kind"] == kind]
         skipped = part[part["status"] == "skipped"]
         for reason, count in skipped["reason"].map(_reason_kind).value_counts().items():
             rows.append((f"{prefix}: {reason}", int(count)))
     return pd.DataFrame(rows, columns=["outcome", "count"])
-
-
-# --- Everything at once -----------------------------------------------------------------------
-
-
-def download_gallery(
-    index_url: str,
-    image_dir: str | Path,
-    min_side: int = 64,
-    request_delay_s: float = 1.0,
-    max_images: int | None = None,
-    progress: bool = True,
-    depth: int = 1,
-    user_agent: str = USER_AGENT,
-    timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
-    retries: int = 3,
-    backoff: float = 0.5,
-) -> pd.DataFrame:
-    """Steps 1-5 of notebook 01 in one call: crawl the gallery at ``index_url`` and download
-    its distinct photos into ``image_dir``. Returns ``download_images``' report.
-
-    Raises ``GalleryUnreachableError`` when the index cannot be fetched and
-    ``NoImagesFoundError`` when nothing usable is found.
-    """
-    with make_session(user_agent, timeout, retries, backoff, request_delay_s) as session:
-        pages = find_gallery_pages(session, index_url, depth=depth)
-        links = collect_image_links(session, pages)
-        return download_images(
-            session, links, image_dir, min_side=min_side, max_images=max_images, progress=progress
-        )
