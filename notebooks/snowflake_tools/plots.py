@@ -17,7 +17,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from PIL import Image
 
 from snowflake_tools import files, images
 
@@ -49,7 +48,7 @@ def stamp_demo(figure: Figure, demo: bool | str = True) -> Figure:
 
 def read_for_display(path: str | os.PathLike) -> np.ndarray:
     """An image as uint8 RGB in its own proportions, for showing (not for the model)."""
-    with Image.open(path) as image:
+    with images.open_image(path) as image:
         image.seek(0)
         return np.asarray(images.to_rgb(image))
 
