@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from snowflake_tools import files, images
+from snowflake_tools import files, images, search
 
 
 def save_figure(figure: Figure, path: str | os.PathLike, dpi: int = 120) -> Path:
@@ -87,13 +87,6 @@ def show_flakes(
     return stamp_demo(figure, demo)
 
 
-#: What the figures say when every flake is an exact copy of every other.
-NO_DISTINCT_NEIGHBOUR = (
-    "No flake has a distinct neighbour: all {n} images are exact copies of one picture,\n"
-    "so there is nothing to rank. Add different snowflake photos and run again."
-)
-
-
 def message_figure(text: str, demo: bool | str = False) -> Figure:
     """A small figure that shows only ``text``: drawn where a plot would have nothing to show."""
     figure, axis = plt.subplots(figsize=(8, 1.6))
@@ -116,7 +109,7 @@ def plot_distances(ranking: pd.DataFrame, max_labels: int = 8, demo: bool | str 
     """
     distances = ranking["distance"].dropna()
     if distances.empty:
-        return message_figure(NO_DISTINCT_NEIGHBOUR.format(n=len(ranking)), demo)
+        return message_figure(search.NO_DISTINCT_NEIGHBOUR.format(n=len(ranking)), demo)
     names = ranking.loc[distances.index, "file"]
     figure, axis = plt.subplots(figsize=(10, 4.2))
     axis.boxplot(distances, orientation="horizontal", widths=0.3, showfliers=False)
@@ -160,7 +153,7 @@ def plot_most_unique(
     """
     top = ranking.dropna(subset=["distance"]).head(top_n)
     if top.empty:
-        return message_figure(NO_DISTINCT_NEIGHBOUR.format(n=len(ranking)), demo)
+        return message_figure(search.NO_DISTINCT_NEIGHBOUR.format(n=len(ranking)), demo)
     median = ranking["distance"].median()
     figure, axes = plt.subplots(len(top), 2, figsize=(7, 3.4 * len(top)), squeeze=False)
     for (left, right), row in zip(axes, top.itertuples(), strict=True):

@@ -28,6 +28,13 @@ _SAMPLED_VALUES = 256
 _MAX_SQUARED_LENGTH = float(np.finfo(np.float32).max) / 4
 
 
+#: What to say when every flake is an exact copy of every other (``n``: how many there are).
+NO_DISTINCT_NEIGHBOUR = (
+    "No flake has a distinct neighbour: all {n} images are exact copies of one picture,\n"
+    "so there is nothing to rank. Add different snowflake photos and run again."
+)
+
+
 class Copies(NamedTuple):
     """What :func:`group_copies` returns.
 
