@@ -192,7 +192,7 @@ def nearest_distinct_neighbours(features: np.ndarray) -> pd.DataFrame:
     Copies are found by comparing the vectors themselves, never by a distance of zero (float
     error can give copies a tiny distance), and each group of copies is indexed once, so
     copies are never chosen and never crowd out the real neighbours. Among equally near
-    vectors the lowest row wins. These are the steps of notebook 02, section 5.
+    vectors the lowest row wins. These are the steps of notebook 02, sections 4 and 5.
     """
     features = check_features(features)
     copies = group_copies(features)
