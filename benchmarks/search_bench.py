@@ -198,10 +198,6 @@ VARIANTS: dict[str, dict[str, Callable]] = {
     "copies found by sampled values": {
         "exact_duplicate_groups": exact_duplicate_groups_sampled,
     },
-    "+ Gram-matrix search (numpy syrk)": {
-        "exact_duplicate_groups": exact_duplicate_groups_sampled,
-        "_search_distinct": search_distinct_gram,
-    },
 }
 
 

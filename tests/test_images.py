@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import resource
+
 import numpy as np
 import pytest
+from hostile_files import write_hostile_folder, write_png_bomb
 from PIL import Image
 
 from snowflake_tools import images
@@ -89,3 +92,41 @@ def test_truncated_image_is_unreadable(tmp_path):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(images.UnreadableImageError):
         images.load_image(path)
+
+
+def test_a_pixel_bomb_is_refused_before_decoding(tmp_path):
+    bomb = write_png_bomb(tmp_path / "bomb.png")  # 48 KB on disk, 400 megapixels
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(images.UnreadableImageError, match="bomb.png.*MAX_PIXELS"):
+        images.load_image(bomb)
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mib < 100  # decoding it would take 400 MB at least
+
+
+def test_above_the_pixel_limit_but_below_pillows_own_is_refused_too(tmp_path, monkeypatch):
+    monkeypatch.setattr(images, "MAX_PIXELS", 100)
+    assert images.load_image(save(tmp_path / "ten.png", size=(10, 10)), 16).shape == (16, 16, 3)
+    with pytest.raises(images.UnreadableImageError, match=r"11x10 pixels.*MAX_PIXELS = 100\b"):
+        images.load_image(save(tmp_path / "eleven.png", size=(11, 10)))
+
+
+def test_missing_files_and_folders_are_unreadable_images(tmp_path):
+    (tmp_path / "folder.png").mkdir()
+    for path in (tmp_path / "gone.png", tmp_path / "folder.png"):
+        with pytest.raises(images.UnreadableImageError, match=path.name):
+            images.load_image(path)
+
+
+def test_sixteen_bit_and_animated_images_load(tmp_path):
+    write_hostile_folder(tmp_path)
+    for name in ("deep16.png", "animated.gif"):
+        pixels = images.load_image(tmp_path / name, 32)
+        assert pixels.shape == (32, 32, 3) and pixels.max() > pixels.min()
+
+
+def test_first_loadable_passes_over_files_that_do_not_load(tmp_path):
+    readable, unreadable = write_hostile_folder(tmp_path)
+    path, pixels = images.first_loadable(images.list_images(tmp_path), 32)
+    assert path.name == "animated.gif" and pixels.shape == (32, 32, 3)
+    with pytest.raises(images.UnreadableImageError, match="None of the 4 image file"):
+        images.first_loadable([tmp_path / name for name in unreadable])

@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import papermill as pm
 import pytest
+from hostile_files import write_hostile_folder
 from PIL import Image
 
-from snowflake_tools import files
+from snowflake_tools import features, files, search
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +73,7 @@ def test_ranks_flakes_skips_bad_files_and_reuses_the_cache(run, tmp_path):
         assert Image.open(results / figure).size[0] > 300
     assert set(pd.read_csv(results / "near_duplicates.csv").columns) >= {"file", "nearest_file"}
     record = json.loads((results / "run.json").read_text())
-    assert record["weights_mode"] == "random" and record["demo"]
+    assert record["weights_mode"] == features.RANDOM and record["demo"]
     assert record["n_images"] == 12 and record["n_skipped"] == 1 and record["n_cached"] == 0
     assert record["feature_dim"] == 4 * 4 * 512  # 64 px in, 1/16 of it out
     assert record["peak_memory_mib"] > 0
@@ -95,3 +96,34 @@ def test_single_image_is_a_clear_error(run, tmp_path):
     Image.new("RGB", (40, 40)).save(folder / "lonely.png")
     with pytest.raises(pm.PapermillExecutionError, match="at least 2"):
         run(folder)
+
+
+def test_hostile_folder_ranks_exactly_the_decodable_images(run, tmp_path):
+    readable, unreadable = write_hostile_folder(tmp_path / "flakes")  # "0_empty.jpg" sorts first
+    results = run(tmp_path / "flakes")
+    ranking = pd.read_csv(results / "uniqueness.csv", keep_default_na=False)
+    assert sorted(ranking["file"]) == readable
+    record = json.loads((results / "run.json").read_text())
+    assert record["n_images"] == len(readable) and record["n_skipped"] == len(unreadable)
+
+    again = run(tmp_path / "flakes")  # warm cache: same ranking, bad files skipped again
+    record = json.loads((again / "run.json").read_text())
+    assert record["n_cached"] == len(readable) and record["n_skipped"] == len(unreadable)
+    pd.testing.assert_frame_equal(
+        pd.read_csv(again / "uniqueness.csv", keep_default_na=False), ranking
+    )
+
+
+def test_folder_of_identical_copies_says_no_flake_has_a_distinct_neighbour(run, tmp_path):
+    folder = tmp_path / "same"
+    folder.mkdir()
+    Image.new("RGB", (40, 30), (20, 40, 90)).save(folder / "one.png")
+    for name in ("two.png", "three.png"):
+        shutil.copy(folder / "one.png", folder / name)
+    results = run(folder)
+    ranking = pd.read_csv(results / "uniqueness.csv", keep_default_na=False)
+    assert sorted(ranking["file"]) == ["one.png", "three.png", "two.png"]
+    assert (ranking["nearest_file"] == "").all() and (ranking["duplicates"] == 2).all()
+    said = search.NO_DISTINCT_NEIGHBOUR.format(n=3).split("\n")[0]
+    assert said in (tmp_path / "out.ipynb").read_text()
+    assert Image.open(results / "most_unique.png").size[0] > 300

@@ -10,6 +10,8 @@ import papermill as pm
 import pytest
 from PIL import Image
 
+from snowflake_tools import features
+
 pytestmark = pytest.mark.slow
 
 NOTEBOOK = "03_how_robust_is_uniqueness.ipynb"
@@ -94,7 +96,7 @@ def test_measures_robustness_and_writes_every_table_and_figure(run, tmp_path, ma
     assert len(list((results / "copies").glob("*.png"))) == 4  # the original and 3 copies
 
     record = json.loads((results / "run.json").read_text())
-    assert record["weights_mode"] == "random" and record["demo"]
+    assert record["weights_mode"] == features.RANDOM and record["demo"]
     assert record["n_images"] == N_FLAKES and record["n_skipped"] == 1
     assert record["forward_passes"] == N_FLAKES * 4 * 4  # flakes x versions x pooling turns
     assert set(record["recall_at_1"]) == {DESIGN, GAP, POOLED}

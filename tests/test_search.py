@@ -1,7 +1,8 @@
-"""nearest_distinct_neighbours on crafted vectors, and against a brute-force reference."""
+"""nearest_distinct_neighbours and knn_uniqueness on crafted vectors and against brute force."""
 
 from __future__ import annotations
 
+import faiss
 import numpy as np
 import pandas as pd
 import pytest
@@ -89,10 +90,11 @@ def test_all_identical_rows_have_no_neighbour():
     assert (result["duplicates"] == 4).all()
 
 
-def test_row_without_distinct_neighbour_among_others():
+def test_a_pair_of_copies_and_one_other_row_are_each_others_neighbours():
     features = np.array([[1.0], [1.0], [2.0]], dtype=np.float32)
     result = search.nearest_distinct_neighbours(features)
     assert result["nearest"].tolist() == [2, 2, 0]
+    assert result["duplicates"].tolist() == [1, 1, 0]
 
 
 def test_ties_resolve_to_lowest_row_even_beyond_first_candidates():
@@ -126,8 +128,13 @@ def test_matches_brute_force_on_random_features_with_planted_duplicates(seed):
     result = search.nearest_distinct_neighbours(features)
     assert result["duplicates"].tolist() == expected["duplicates"].tolist()
     np.testing.assert_allclose(result["distance"], expected["distance"], rtol=1e-4, atol=1e-5)
-    # Where the nearest distance is unique, the chosen row is the reference's row.
-    assert (result["nearest"] == expected["nearest"]).mean() > 0.95
+    # Where the reference's nearest distance is clearly unique, both choose the same row.
+    squared = ((features[:, None, :].astype(np.float64) - features[None]) ** 2).sum(axis=2)
+    squared[squared == 0] = np.inf  # itself and its copies
+    runner_up = np.sort(squared, axis=1)[:, 1]
+    clear = runner_up > expected["distance"].to_numpy() * (1 + 1e-3)
+    assert clear.mean() > 0.9
+    assert (result["nearest"][clear] == expected["nearest"][clear]).all()
 
 
 def test_rejects_bad_shapes_and_values():
@@ -174,13 +181,123 @@ def test_find_near_duplicates_lists_each_close_pair_once():
     assert close.loc[0, "ratio_to_median"] == pytest.approx(0.001)
 
 
-def test_distinct_rows_gives_groups_and_their_first_rows():
+def test_group_copies_gives_groups_first_rows_and_each_distinct_vector_once():
     features = np.array([[2.0], [1.0], [2.0], [3.0]], dtype=np.float32)
-    groups, first_rows = search.distinct_rows(features)
-    assert groups.tolist() == [0, 1, 0, 2]
-    assert first_rows.tolist() == [0, 1, 3]
+    copies = search.group_copies(features)
+    assert copies.groups.tolist() == [0, 1, 0, 2]
+    assert copies.first_rows.tolist() == [0, 1, 3]
+    assert copies.distinct.tolist() == [[2.0], [1.0], [3.0]]
+    no_copies = np.arange(6, dtype=np.float32).reshape(3, 2)
+    assert search.group_copies(no_copies).distinct is no_copies  # nothing copied
 
 
-def test_check_features_returns_contiguous_float32():
+def test_copies_are_confirmed_on_the_whole_row_not_on_the_sampled_values():
+    rng = np.random.default_rng(5)
+    features = rng.random((12, 5000)).astype(np.float32)
+    features[3] = features[7] = features[8] = features[0]  # a group of four
+    features[9] = features[10] = features[5]  # and a group of three
+    features[11] = features[1]
+    features[11, 1] += 1.0  # agrees with row 1 on the sampled values, not on the whole row
+    features[2, :] = -0.0
+    features[4, :] = 0.0
+    groups = search.exact_duplicate_groups(features)
+    assert groups.tolist() == [0, 1, 2, 0, 2, 3, 4, 0, 0, 3, 3, 5]
+
+
+@pytest.mark.parametrize("size", [2, 3, 50])
+def test_a_folder_of_nothing_but_copies_is_one_group_without_neighbours(size):
+    features = np.tile(np.arange(1000, dtype=np.float32), (size, 1))
+    assert search.exact_duplicate_groups(features).tolist() == [0] * size
+    result = search.nearest_distinct_neighbours(features)
+    assert (result["nearest"] == -1).all() and result["distance"].isna().all()
+
+
+def test_the_notebook_steps_give_the_package_result():
+    rng = np.random.default_rng(2)
+    features = rng.random((30, 40)).astype(np.float32)
+    features[4] = features[20]
+    copies = search.group_copies(features)
+    index = faiss.IndexFlatL2(features.shape[1])
+    index.add(copies.distinct)
+    distances, labels = index.search(copies.distinct, search.CANDIDATES)
+    nearest, distance = search.closest_others(index, distances, labels)
+    steps = search.neighbours_per_row(copies, nearest, distance)
+    pd.testing.assert_frame_equal(steps, search.nearest_distinct_neighbours(features))
+
+
+def test_check_features_returns_contiguous_float32_copying_only_when_needed():
     checked = search.check_features(np.arange(6, dtype=np.float64).reshape(3, 2)[:, ::-1])
     assert checked.dtype == np.float32 and checked.flags.c_contiguous
+    assert checked.tolist() == [[1, 0], [3, 2], [5, 4]]
+    assert search.check_features(checked) is checked
+
+
+def test_a_float64_value_beyond_float32_is_caught_after_conversion():
+    features = np.zeros((3, 2))
+    features[2, 1] = 1e39  # finite in float64, infinity in float32
+    with pytest.raises(ValueError, match=r"rows \[2\] contain NaN or infinity"):
+        search.nearest_distinct_neighbours(features)
+
+
+def test_squared_distances_that_overflow_float32_are_a_clear_error():
+    features = np.zeros((3, 4), dtype=np.float32)
+    features[1] = 6e18  # fits float32; |row|^2 = 1.4e38 does too, but |a - b|^2 may not
+    with pytest.raises(ValueError, match=r"rows \[1\].*overflow float32.*scale the features"):
+        search.nearest_distinct_neighbours(features)
+
+
+# --- k-NN uniqueness ---------------------------------------------------------------------------
+
+
+def test_knn_score_on_a_line_is_the_mean_of_the_k_nearest_squared_distances():
+    points = np.array([[0.0], [1.0], [3.0], [7.0]], dtype=np.float32)
+    scores = search.knn_uniqueness(points, 2)
+    np.testing.assert_allclose(scores["distance"], [(1 + 9) / 2, (1 + 4) / 2, (4 + 9) / 2, 26])
+    assert scores["nearest"].tolist() == [1, 0, 1, 2]
+
+
+def test_k_equal_one_is_the_nearest_distinct_neighbour():
+    rng = np.random.default_rng(3)
+    rows = rng.normal(size=(30, 7)).astype(np.float32)
+    rows[10] = rows[4]  # an exact duplicate pair
+    expected = search.nearest_distinct_neighbours(rows)
+    pd.testing.assert_frame_equal(search.knn_uniqueness(rows, 1), expected)
+
+
+def test_two_near_copies_of_an_odd_flake_hide_each_other_under_1nn_but_not_knn():
+    rng = np.random.default_rng(0)
+    ordinary = rng.normal(0, 1, size=(20, 2))  # a crowd of ordinary flakes
+    odd = np.array([[12.0, 12.0], [12.05, 12.0]])  # one odd flake and its near-copy
+    rows = np.vstack([ordinary, odd]).astype(np.float32)
+    files = [f"ordinary{i:02d}" for i in range(20)] + ["odd", "odd_copy"]
+
+    one_nn = search.rank_uniqueness(search.nearest_distinct_neighbours(rows), files)
+    k_nn = search.rank_uniqueness(search.knn_uniqueness(rows, 3), files)
+    # Under 1-NN each copy's nearest neighbour is the other, 0.0025 away: they rank last.
+    assert set(one_nn["file"].tail(2)) == {"odd", "odd_copy"}
+    assert one_nn.set_index("file").loc["odd", "distance"] == pytest.approx(0.0025, rel=1e-3)
+    # Under 3-NN two of the three neighbours are the crowd, far away: they rank first.
+    assert set(k_nn["file"].head(2)) == {"odd", "odd_copy"}
+    assert k_nn.set_index("file").loc["odd", "distance"] > 100
+
+
+def test_exact_duplicates_are_neither_neighbours_nor_crowd_out_real_ones():
+    points = np.array([[0.0], [0.0], [0.0], [2.0], [5.0]], dtype=np.float32)
+    scores = search.knn_uniqueness(points, 2)
+    assert scores["duplicates"].tolist() == [2, 2, 2, 0, 0]
+    np.testing.assert_allclose(scores["distance"][:3], (4 + 25) / 2)
+    np.testing.assert_allclose(scores["distance"][3:], [(4 + 9) / 2, (9 + 25) / 2])
+    assert scores["nearest"].tolist() == [3, 3, 3, 0, 3]
+
+
+def test_fewer_distinct_rows_than_k_average_over_what_there_is():
+    scores = search.knn_uniqueness(np.array([[0.0], [3.0]], dtype=np.float32), 5)
+    np.testing.assert_allclose(scores["distance"], [9, 9])
+    alone = search.knn_uniqueness(np.ones((3, 2), dtype=np.float32), 2)
+    assert alone["nearest"].tolist() == [-1, -1, -1] and alone["distance"].isna().all()
+
+
+@pytest.mark.parametrize("k", [0, -1, 2.5, True])
+def test_k_must_be_a_positive_whole_number(k):
+    with pytest.raises(ValueError, match="K_NEIGHBOURS"):
+        search.knn_uniqueness(np.zeros((3, 2), dtype=np.float32), k)

@@ -155,17 +155,24 @@ def extract_features(
     paths = [Path(path) for path in paths]
     features = np.empty((len(paths), n_values), dtype=np.float32)
     skipped: list[dict] = []
+    failed_rows: list[int] = []
     pending: list[tuple[int, Path, str]] = []  # (row, path, sha256) still to compute
+    n_cached = 0
     for row, path in enumerate(paths):
-        key = files.sha256_file(path) if folder is not None else ""
+        try:
+            key = files.sha256_file(path) if folder is not None else ""
+        except OSError as error:  # vanished since it was listed, a folder, no permission...
+            skipped.append({"file": str(path), "reason": f"cannot be read ({error})"})
+            failed_rows.append(row)
+            continue
         cached = _read_cached(folder, key, n_values)
         if cached is not None:
             features[row] = cached
+            n_cached += 1
         else:
             pending.append((row, path, key))
 
     bar = tqdm(total=len(pending), desc="Extracting features", unit="img", disable=not progress)
-    failed_rows: list[int] = []
     for start in range(0, len(pending), batch_size):
         batch = pending[start : start + batch_size]
         pixels, loaded = _load_batch(batch, image_size, skipped, failed_rows)
@@ -184,7 +191,7 @@ def extract_features(
         features=features,
         paths=[paths[row] for row in keep],
         skipped=pd.DataFrame(skipped, columns=["file", "reason"]),
-        n_cached=len(paths) - len(pending),
+        n_cached=n_cached,
         seconds=time.perf_counter() - started,
     )
 

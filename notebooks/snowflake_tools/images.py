@@ -8,12 +8,19 @@ image comes out of here as the same thing: an RGB float32 array of ``size x size
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from snowflake_tools.files import is_image_name
+
+#: Images with more pixels than this are refused before they are decoded, as unreadable: 50
+#: megapixels (about 150 MB once decoded as RGB) is more than most cameras take, and a few KB of
+#: compressed file can claim far more (a "decompression bomb") and take the machine's memory.
+MAX_PIXELS = 50_000_000
 
 _HOW_TO_FILL = "run 01_download_snowflakes.ipynb first (or point IMAGE_DIR at a folder of images)"
 
@@ -100,17 +107,67 @@ def fit_square(image: Image.Image, size: int) -> Image.Image:
     return canvas
 
 
+def check_pixel_count(image: Image.Image) -> None:
+    """Raise ValueError if ``image`` (opened, not yet decoded) has more than MAX_PIXELS pixels."""
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        raise ValueError(f"{width}x{height} pixels: {_too_many_pixels()}")
+
+
+def _too_many_pixels() -> str:
+    return (
+        f"more than images.MAX_PIXELS = {MAX_PIXELS:,} pixels, refused before decoding "
+        "(shrink the photo to use it)"
+    )
+
+
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """Open an image file without decoding it, refusing more than MAX_PIXELS pixels.
+
+    Raises ValueError for too many pixels, OSError (including Pillow's UnidentifiedImageError)
+    for a file that is missing or not an image.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ValueError(f"{_too_many_pixels()} ({error})") from error
+    try:
+        check_pixel_count(image)
+    except ValueError:
+        image.close()
+        raise
+    return image
+
+
 def load_image(path: str | os.PathLike, size: int = 224) -> np.ndarray:
     """Load one image as RGB pixels: float32 array of shape ``(size, size, 3)``, values 0-255.
 
     Only the first frame of an animated GIF is used. Raises :class:`UnreadableImageError` when
-    the file cannot be decoded (truncated, not an image, ...).
+    the file cannot be decoded (missing, a folder, truncated, not an image, more than
+    :data:`MAX_PIXELS` pixels, ...).
     """
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             image.seek(0)
             image.load()
             square = fit_square(to_rgb(image), size)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except (OSError, SyntaxError, ValueError) as error:  # OSError: not found, not an image...
         raise UnreadableImageError(f"{path}: cannot be read as an image ({error})") from error
     return np.asarray(square, dtype=np.float32)
+
+
+def first_loadable(paths: Sequence[str | os.PathLike], size: int = 224) -> tuple[Path, np.ndarray]:
+    """The first of ``paths`` that loads, and its pixels (:func:`load_image`).
+
+    Files that cannot be read are passed over; if none loads, UnreadableImageError says so.
+    """
+    for path in paths:
+        try:
+            return Path(path), load_image(path, size)
+        except UnreadableImageError:
+            continue
+    raise UnreadableImageError(
+        f"None of the {len(paths)} image file(s) can be read as an image: {_HOW_TO_FILL}."
+    )

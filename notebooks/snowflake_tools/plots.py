@@ -1,4 +1,4 @@
-"""Figures: montages of flakes, the distance box plot and the most-unique gallery.
+"""Figures: montages of flakes, the distance box plot, the most-unique gallery, retrieval bars.
 
 Each function returns a matplotlib Figure, so the notebook decides whether to show it, save it
 (:func:`save_figure`) or both. Demo runs (random weights, synthetic crystals) pass ``demo`` —
@@ -17,9 +17,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from PIL import Image
 
-from snowflake_tools import files, images
+from snowflake_tools import files, images, search
 
 
 def save_figure(figure: Figure, path: str | os.PathLike, dpi: int = 120) -> Path:
@@ -49,7 +48,7 @@ def stamp_demo(figure: Figure, demo: bool | str = True) -> Figure:
 
 def read_for_display(path: str | os.PathLike) -> np.ndarray:
     """An image as uint8 RGB in its own proportions, for showing (not for the model)."""
-    with Image.open(path) as image:
+    with images.open_image(path) as image:
         image.seek(0)
         return np.asarray(images.to_rgb(image))
 
@@ -88,6 +87,14 @@ def show_flakes(
     return stamp_demo(figure, demo)
 
 
+def message_figure(text: str, demo: bool | str = False) -> Figure:
+    """A small figure that shows only ``text``: drawn where a plot would have nothing to show."""
+    figure, axis = plt.subplots(figsize=(8, 1.6))
+    axis.axis("off")
+    axis.text(0.5, 0.5, text, ha="center", va="center", fontsize=11, wrap=True)
+    return stamp_demo(figure, demo)
+
+
 def outliers(distances: pd.Series) -> pd.Series:
     """Boolean mask of values above Q3 + 1.5 IQR: the points a box plot draws separately."""
     q1, q3 = distances.quantile([0.25, 0.75])
@@ -101,6 +108,8 @@ def plot_distances(ranking: pd.DataFrame, max_labels: int = 8, demo: bool | str 
     ``max_labels`` of them carry their file names, stacked above the box so they stay readable.
     """
     distances = ranking["distance"].dropna()
+    if distances.empty:
+        return message_figure(search.NO_DISTINCT_NEIGHBOUR.format(n=len(ranking)), demo)
     names = ranking.loc[distances.index, "file"]
     figure, axis = plt.subplots(figsize=(10, 4.2))
     axis.boxplot(distances, orientation="horizontal", widths=0.3, showfliers=False)
@@ -143,6 +152,8 @@ def plot_most_unique(
     distance, so the figure can be read without the table.
     """
     top = ranking.dropna(subset=["distance"]).head(top_n)
+    if top.empty:
+        return message_figure(search.NO_DISTINCT_NEIGHBOUR.format(n=len(ranking)), demo)
     median = ranking["distance"].median()
     figure, axes = plt.subplots(len(top), 2, figsize=(7, 3.4 * len(top)), squeeze=False)
     for (left, right), row in zip(axes, top.itertuples(), strict=True):
@@ -157,5 +168,34 @@ def plot_most_unique(
         left.axis("off")
         right.axis("off")
     figure.suptitle(f"The {len(top)} most unique snowflakes and their closest look-alikes")
+    figure.tight_layout()
+    return stamp_demo(figure, demo)
+
+
+def plot_self_retrieval(summary: pd.DataFrame, demo: bool | str = False) -> Figure:
+    """Bar charts of ``robustness.summarise_retrieval``: recall@1 (left) and median rank (right),
+    one group of bars per kind of copy, one bar per method, each bar labelled with its value.
+    """
+    copies = list(dict.fromkeys(summary["copy"]))
+    methods = list(dict.fromkeys(summary["method"]))
+    table = summary.set_index(["method", "copy"])
+    figure, (left, right) = plt.subplots(1, 2, figsize=(13, 4.2))
+    width = 0.8 / len(methods)
+    positions = np.arange(len(copies))
+    for m, method in enumerate(methods):
+        rows = table.loc[method].reindex(copies)
+        for axis, column, fmt in ((left, "recall_at_1", "{:.2f}"), (right, "median_rank", "{:g}")):
+            bars = axis.bar(positions + (m - (len(methods) - 1) / 2) * width, rows[column],
+                            width, label=method, color=f"C{m}")  # fmt: skip
+            axis.bar_label(bars, [fmt.format(value) for value in rows[column]], fontsize=7)
+    n_flakes = int(summary["copies"].iloc[0])
+    left.set_title(f"Recall@1: share of copies whose nearest neighbour is their original\n"
+                   f"({n_flakes} flakes; 1 = always found)")  # fmt: skip
+    left.set_ylim(0, 1.12)
+    right.set_title("Median rank of the original among a copy's neighbours\n(1 = best)")
+    right.set_ylim(0, max(2.0, float(summary["median_rank"].max())) * 1.15)
+    for axis in (left, right):
+        axis.set_xticks(positions, copies, rotation=15)
+    right.legend(fontsize=8, loc="upper right")  # right: the tall bars are on the left
     figure.tight_layout()
     return stamp_demo(figure, demo)

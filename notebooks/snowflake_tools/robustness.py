@@ -4,7 +4,8 @@ Notebook 03 turns, mirrors and re-encodes every photo, checks whether each copy 
 own original (self-retrieval), compares ways of describing a flake and of scoring uniqueness,
 and measures how much the most unique flakes change. The notebook shows the methods and reads
 the results; this module holds the plumbing: making copies of pixels, running every copy through
-the network in batches, the batched retrieval test, the k-NN score and the agreement tables.
+the network in batches, the batched retrieval test and the agreement tables. The k-NN score
+lives in ``search`` and the bar chart in ``plots``.
 """
 
 from __future__ import annotations
@@ -17,15 +18,13 @@ from collections.abc import Callable, Mapping, Sequence
 
 import faiss
 import keras
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 from PIL import Image
 from tqdm.auto import tqdm
 
 from snowflake_tools import features as feature_tools
-from snowflake_tools import images, plots, search
+from snowflake_tools import images, search
 
 #: Name of the untouched image among the copies of a flake.
 ORIGINAL = "original"
@@ -317,75 +316,7 @@ def summarise_retrieval(results: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["method", "copy", "recall_at_1", "median_rank", "copies"])
 
 
-def plot_self_retrieval(summary: pd.DataFrame, demo: bool | str = False) -> Figure:
-    """Bar charts of :func:`summarise_retrieval`: recall@1 (left) and median rank (right),
-    one group of bars per kind of copy, one bar per method, each bar labelled with its value.
-    """
-    copies = list(dict.fromkeys(summary["copy"]))
-    methods = list(dict.fromkeys(summary["method"]))
-    table = summary.set_index(["method", "copy"])
-    figure, (left, right) = plt.subplots(1, 2, figsize=(13, 4.2))
-    width = 0.8 / len(methods)
-    positions = np.arange(len(copies))
-    for m, method in enumerate(methods):
-        rows = table.loc[method].reindex(copies)
-        for axis, column, fmt in ((left, "recall_at_1", "{:.2f}"), (right, "median_rank", "{:g}")):
-            bars = axis.bar(positions + (m - (len(methods) - 1) / 2) * width, rows[column],
-                            width, label=method, color=f"C{m}")  # fmt: skip
-            axis.bar_label(bars, [fmt.format(value) for value in rows[column]], fontsize=7)
-    n_flakes = int(summary["copies"].iloc[0])
-    left.set_title(f"Recall@1: share of copies whose nearest neighbour is their original\n"
-                   f"({n_flakes} flakes; 1 = always found)")  # fmt: skip
-    left.set_ylim(0, 1.12)
-    right.set_title("Median rank of the original among a copy's neighbours\n(1 = best)")
-    right.set_ylim(0, max(2.0, float(summary["median_rank"].max())) * 1.15)
-    for axis in (left, right):
-        axis.set_xticks(positions, copies, rotation=15)
-    right.legend(fontsize=8, loc="upper right")  # right: the tall bars are on the left
-    figure.tight_layout()
-    return plots.stamp_demo(figure, demo)
-
-
-# --- Uniqueness scores and agreement -----------------------------------------------------------
-
-
-def knn_uniqueness(features: np.ndarray, k: int) -> pd.DataFrame:
-    """Mean squared L2 distance from every row to its ``k`` nearest distinct rows.
-
-    The 1-NN score of notebook 02 is fooled by pairs: two near-copies of an odd flake are each
-    other's nearest neighbour, so both look ordinary. Averaging over ``k`` neighbours asks
-    whether the flake has *a few* look-alikes, not just one (notebook 03, step 6).
-
-    Exact duplicates are handled as in ``search.nearest_distinct_neighbours``: copies of a row
-    are neither its neighbours nor do they crowd out the real ones. With ``k = 1`` the score
-    is that function's distance.
-
-    Args:
-        features: float array ``(n_images, n_values)``.
-        k: neighbours to average over (1 or more); a row with fewer than ``k`` distinct other
-            rows averages over those it has.
-
-    Returns:
-        A DataFrame that ``search.rank_uniqueness`` accepts, one row per input row, columns
-        ``nearest`` (the nearest distinct row, ``-1`` if none), ``distance`` (the mean of the
-        ``k`` squared L2 distances, NaN if no distinct row) and ``duplicates``.
-    """
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-        raise ValueError(f"K_NEIGHBOURS must be a whole number of 1 or more, got {k!r}.")
-    features = search.check_features(features)
-    table = search.nearest_distinct_neighbours(features)
-    groups, first_rows = search.distinct_rows(features)
-    distinct = features[first_rows]
-    usable_k = min(int(k), len(distinct) - 1)
-    if usable_k > 1:
-        index = faiss.IndexFlatL2(distinct.shape[1])
-        index.add(distinct)
-        found_distances, found_labels = index.search(distinct, usable_k + 1)
-        others = found_labels != np.arange(len(distinct))[:, None]
-        first_k = others & (np.cumsum(others, axis=1) <= usable_k)
-        mean = np.where(first_k, found_distances.astype(np.float64), 0.0).sum(1) / usable_k
-        table["distance"] = mean[groups]
-    return table
+# --- Agreement between rankings ---------------------------------------------------------------
 
 
 def top_overlap(rankings: Mapping[str, pd.DataFrame], top_n: int) -> pd.DataFrame:
@@ -428,7 +359,7 @@ def pose_stability(
             flake having every kind of copy.
         files: file name of each flake, by flake number.
         score: features ``(n_flakes, n_values)`` -> neighbours DataFrame, e.g.
-            ``search.nearest_distinct_neighbours`` or ``lambda f: knn_uniqueness(f, 3)``.
+            ``search.nearest_distinct_neighbours`` or ``lambda f: search.knn_uniqueness(f, 3)``.
         draws: how many random poses to try; ``seed`` fixes them.
 
     Returns:

@@ -1,68 +1,181 @@
-"""Nearest neighbours that are not exact duplicates, with one batched FAISS search.
+"""Nearest neighbours that are not exact copies, with one batched FAISS search.
 
-Notebook 02, step "Find each flake's nearest other flake", explains the idea on one flake; this
-module does it for all of them at once, and gets duplicates, ties and float error right.
+Notebook 02, step 5, runs these steps one cell at a time: group the exact copies
+(:func:`group_copies`), put each distinct vector once into a ``faiss.IndexFlatL2``, search all
+of them in one batched call, drop each row's own hit (:func:`closest_others`) and spread the
+answers back over the copies (:func:`neighbours_per_row`). :func:`nearest_distinct_neighbours`
+is those same steps in one call; :func:`knn_uniqueness` (notebook 03) averages over ``k``.
 """
 
 from __future__ import annotations
 
-import hashlib
+import numbers
+from typing import NamedTuple
 
 import faiss
 import numpy as np
 import pandas as pd
 
-#: Neighbours fetched per distinct vector: itself plus a few spare for ties.
-_CANDIDATES = 4
+#: Neighbours asked for per distinct vector: itself plus a few spare for ties.
+CANDIDATES = 4
+
+#: Values per row compared first when looking for exact copies: rows that differ there cannot
+#: be copies; rows that agree are then compared in full.
+_SAMPLED_VALUES = 256
+
+#: Largest squared length of a row for which every squared distance fits in float32:
+#: ``|a - b|^2 <= 2 |a|^2 + 2 |b|^2``.
+_MAX_SQUARED_LENGTH = float(np.finfo(np.float32).max) / 4
 
 
-def exact_duplicate_groups(features: np.ndarray) -> np.ndarray:
-    """Label rows that hold identical vectors with the same group number.
+#: What to say when every flake is an exact copy of every other (``n``: how many there are).
+NO_DISTINCT_NEIGHBOUR = (
+    "No flake has a distinct neighbour: all {n} images are exact copies of one picture,\n"
+    "so there is nothing to rank. Add different snowflake photos and run again."
+)
 
-    Returns an int array of length ``n``: ``groups[i] == groups[j]`` exactly when rows ``i``
-    and ``j`` are equal element by element. Groups are numbered by their first row, so the
-    labelling does not depend on anything but the input order. ``-0.0`` and ``0.0`` count as
-    equal, as they do for distances.
+
+class Copies(NamedTuple):
+    """What :func:`group_copies` returns.
+
+    Attributes:
+        groups: int array ``(n,)``: ``groups[i] == groups[j]`` exactly when rows ``i`` and
+            ``j`` are equal; groups are numbered in order of their first row.
+        first_rows: int array ``(n_groups,)``, the first row of each group.
+        distinct: ``features[first_rows]``, each distinct vector once (the input itself, not
+            a copy, when no row repeats another).
     """
-    rows = np.ascontiguousarray(features, dtype=np.float32) + np.float32(0.0)  # -0.0 -> 0.0
-    first_row_of = {}
-    groups = np.empty(len(rows), dtype=np.int64)
-    for i, row in enumerate(rows):
-        key = hashlib.blake2b(row.tobytes(), digest_size=16).digest()
-        groups[i] = first_row_of.setdefault(key, len(first_row_of))
-    return groups
+
+    groups: np.ndarray
+    first_rows: np.ndarray
+    distinct: np.ndarray
 
 
 def check_features(features: np.ndarray) -> np.ndarray:
-    """``features`` as a C-contiguous float32 matrix, or a ValueError saying what is wrong."""
+    """``features`` as a C-contiguous float32 matrix, or a ValueError saying what is wrong.
+
+    No copy is made when the input already is one. Values are checked after the conversion to
+    float32, so a float64 value too large for float32 is caught too, and so are values whose
+    squared distances would overflow float32 (FAISS computes in float32).
+    """
     features = np.asarray(features)
     if features.ndim != 2:
         raise ValueError(
             f"features must be a 2-D array (images x values), got shape {features.shape}; "
             "flatten each image's feature map into one row first."
         )
-    if not np.isfinite(features).all():
-        bad = np.flatnonzero(~np.isfinite(features).all(axis=1))
+    with np.errstate(over="ignore"):  # too large for float32 becomes infinity: caught below
+        features = np.ascontiguousarray(features, dtype=np.float32)
+    # One pass over the matrix: a NaN or infinity makes its row's squared length non-finite.
+    with np.errstate(over="ignore", invalid="ignore"):
+        squared_lengths = np.einsum("ij,ij->i", features, features)
+    bad = np.flatnonzero(~np.isfinite(squared_lengths) | (squared_lengths > _MAX_SQUARED_LENGTH))
+    if len(bad) == 0:
+        return features
+    not_finite = bad[~np.isfinite(features[bad]).all(axis=1)]
+    if len(not_finite):
         raise ValueError(
-            f"features rows {bad[:10].tolist()} contain NaN or infinity; "
-            "check that those images loaded correctly."
+            f"features rows {not_finite[:10].tolist()} contain NaN or infinity (after "
+            "conversion to float32); check that those images loaded correctly."
         )
-    return np.ascontiguousarray(features, dtype=np.float32)
+    raise ValueError(
+        f"features rows {bad[:10].tolist()} hold values so large (up to "
+        f"{np.abs(features[bad]).max():.3g}) that their squared distances overflow float32; "
+        "scale the features down (divide them by a constant) before searching."
+    )
 
 
-def distinct_rows(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Group exact copies: ``(groups, first_rows)``.
+def exact_duplicate_groups(features: np.ndarray) -> np.ndarray:
+    """Label rows that hold identical vectors with the same group number.
 
-    ``groups[i]`` is the group of row ``i`` (see :func:`exact_duplicate_groups`) and
-    ``first_rows[g]`` the first row of group ``g``, its representative: index
-    ``features[first_rows]`` to search each distinct vector once.
+    Returns an int array of length ``n``: ``groups[i] == groups[j]`` exactly when rows ``i``
+    and ``j`` are equal element by element (``-0.0`` equals ``0.0``, as for distances).
+    Groups are numbered by their first row. Rows are first sorted into buckets by a few
+    sampled values, which only *proposes* copies; every copy is confirmed on the whole row.
     """
+    features = np.asarray(features)
+    n_rows = len(features)
+    n_values = int(np.prod(features.shape[1:], dtype=np.int64))
+    rows = features.reshape(n_rows, n_values)
+    spread = np.linspace(0, n_values - 1, min(_SAMPLED_VALUES, n_values))
+    samples = rows[:, np.unique(spread.astype(np.int64))] + 0  # + 0 turns -0.0 into 0.0
+    buckets: dict[bytes, list[int]] = {}  # sampled values -> first rows of groups with them
+    groups = np.empty(n_rows, dtype=np.int64)
+    first_rows: list[int] = []
+    for row, sample in enumerate(samples):
+        bucket = buckets.setdefault(sample.tobytes(), [])
+        first = next((f for f in bucket if np.array_equal(rows[f], rows[row])), None)
+        if first is None:
+            groups[row] = len(first_rows)
+            first_rows.append(row)
+            bucket.append(row)
+        else:
+            groups[row] = groups[first]
+    return groups
+
+
+def group_copies(features: np.ndarray) -> Copies:
+    """Group the exact copies among the rows of ``features``: see :class:`Copies`."""
     groups = exact_duplicate_groups(features)
-    return groups, np.unique(groups, return_index=True)[1]
+    first_rows = np.unique(groups, return_index=True)[1]
+    distinct = features if len(first_rows) == len(features) else features[first_rows]
+    return Copies(groups, first_rows, distinct)
+
+
+def closest_others(
+    index: faiss.IndexFlatL2, distances: np.ndarray, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's nearest hit other than itself, from ``index.search(distinct, k)``.
+
+    ``index`` holds the distinct vectors and was searched with those same vectors, in order,
+    so row ``q``'s own hit has label ``q``. Returns ``(nearest, distance)``: the label of the
+    nearest other vector (``-1`` if none) and its squared L2 distance (float64, NaN if none).
+    Among equal distances the lower label wins. A query whose ``k`` hits may end inside a tie
+    (its last hit is as near as its best other one) is asked again with a larger ``k``.
+    """
+    nearest, distance = _best_other(distances, labels, np.arange(len(labels)))
+    k = labels.shape[1]
+    tied = np.flatnonzero(distances[:, -1] <= distance)
+    while len(tied) and k < index.ntotal:  # rare: real features almost never tie
+        k = min(index.ntotal, 4 * k)
+        more_distances, more_labels = index.search(index.reconstruct_batch(tied), k)
+        nearest[tied], distance[tied] = _best_other(more_distances, more_labels, tied)
+        tied = tied[more_distances[:, -1] <= distance[tied]]
+    return nearest, distance
+
+
+def _best_other(
+    distances: np.ndarray, labels: np.ndarray, queries: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per query, the nearest label other than ``queries[q]`` itself (``-1`` pads are ignored)."""
+    usable = (labels != queries[:, None]) & (labels >= 0)
+    masked = np.where(usable, distances.astype(np.float64), np.inf)
+    best_distance = masked.min(axis=1)
+    tied = usable & (masked == best_distance[:, None])
+    best_label = np.where(tied, labels, np.iinfo(np.int64).max).min(axis=1)
+    found = np.isfinite(best_distance)
+    return np.where(found, best_label, -1), np.where(found, best_distance, np.nan)
+
+
+def neighbours_per_row(copies: Copies, nearest: np.ndarray, distance: np.ndarray) -> pd.DataFrame:
+    """Spread the answers for the distinct vectors back over every row, copies included.
+
+    ``nearest`` and ``distance`` hold one value per distinct vector (:func:`closest_others`).
+    Returns the DataFrame :func:`nearest_distinct_neighbours` describes.
+    """
+    groups, first_rows = copies.groups, copies.first_rows
+    row_nearest = nearest[groups]
+    return pd.DataFrame(
+        {
+            "nearest": np.where(row_nearest >= 0, first_rows[np.maximum(row_nearest, 0)], -1),
+            "distance": distance[groups],
+            "duplicates": np.bincount(groups)[groups] - 1,
+        }
+    ).astype({"nearest": np.int64, "distance": np.float64, "duplicates": np.int64})
 
 
 def nearest_distinct_neighbours(features: np.ndarray) -> pd.DataFrame:
-    """For every row, its nearest other row that is not an exact duplicate of it.
+    """For every row, its nearest other row that is not an exact copy of it.
 
     Args:
         features: float array of shape ``(n_images, n_values)``, one image per row.
@@ -76,73 +189,54 @@ def nearest_distinct_neighbours(features: np.ndarray) -> pd.DataFrame:
           (NaN if there is no distinct neighbour);
         - ``duplicates``: how many *other* rows are exact copies of this one.
 
-    Exact duplicates are found by comparing the vectors themselves, never by a distance of
-    zero, because float error can give copies a tiny positive or negative distance. Each group
-    of copies is indexed once, so copies can neither be chosen nor crowd out the real
-    neighbours, whatever order FAISS returns ties in. When two distinct vectors are equally
-    near, the one with the lower row number wins, so results are reproducible. All rows are
-    searched in a single batched call.
+    Copies are found by comparing the vectors themselves, never by a distance of zero (float
+    error can give copies a tiny distance), and each group of copies is indexed once, so
+    copies are never chosen and never crowd out the real neighbours. Among equally near
+    vectors the lowest row wins. These are the steps of notebook 02, sections 4 and 5.
     """
     features = check_features(features)
-    groups, first_rows = distinct_rows(features)
-    group_sizes = np.bincount(groups)
-    distinct = features[first_rows]
-
-    nearest_group = np.full(len(distinct), -1, dtype=np.int64)
-    nearest_distance = np.full(len(distinct), np.nan, dtype=np.float64)
-    if len(distinct) > 1:
-        nearest_group, nearest_distance = _search_distinct(distinct)
-
-    row_groups_nearest = nearest_group[groups]
-    has_neighbour = row_groups_nearest >= 0
-    nearest_row = np.where(has_neighbour, first_rows[np.maximum(row_groups_nearest, 0)], -1)
-    return pd.DataFrame(
-        {
-            "nearest": nearest_row.astype(np.int64),
-            "distance": nearest_distance[groups],
-            "duplicates": (group_sizes[groups] - 1).astype(np.int64),
-        }
-    )
+    copies = group_copies(features)
+    index = faiss.IndexFlatL2(features.shape[1])
+    index.add(copies.distinct)
+    distances, labels = index.search(copies.distinct, min(CANDIDATES, index.ntotal))
+    nearest, distance = closest_others(index, distances, labels)
+    return neighbours_per_row(copies, nearest, distance)
 
 
-def _search_distinct(distinct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest other vector for every row of ``distinct`` (rows all differ), in one search.
+def knn_uniqueness(features: np.ndarray, k: int) -> pd.DataFrame:
+    """Mean squared L2 distance from every row to its ``k`` nearest distinct rows.
 
-    A query asks again with a larger ``k`` only when its candidates might be cut off inside a
-    tie (its last candidate is as near as its best one), which real features almost never are.
+    The 1-NN score of notebook 02 is fooled by pairs: two near-copies of an odd flake are each
+    other's nearest neighbour, so both look ordinary. Averaging over ``k`` neighbours asks
+    whether the flake has *a few* look-alikes, not just one (notebook 03, step 6). Exact
+    copies are handled as in :func:`nearest_distinct_neighbours`, with one batched search;
+    with ``k = 1`` the two give the same result.
+
+    Args:
+        features: float array ``(n_images, n_values)``.
+        k: neighbours to average over (1 or more); a row with fewer than ``k`` distinct other
+            rows averages over those it has.
+
+    Returns:
+        A DataFrame that :func:`rank_uniqueness` accepts, one row per input row, columns
+        ``nearest`` (the nearest distinct row, ``-1`` if none), ``distance`` (the mean of the
+        ``k`` squared L2 distances, NaN if no distinct row) and ``duplicates``.
     """
-    index = faiss.IndexFlatL2(distinct.shape[1])
-    index.add(distinct)
-    queries = np.arange(len(distinct))
-    nearest = np.full(len(distinct), -1, dtype=np.int64)
-    distance = np.full(len(distinct), np.nan, dtype=np.float64)
-    k = min(len(distinct), _CANDIDATES)
-    while len(queries):
-        found_distances, found_labels = index.search(distinct[queries], k)
-        best_label, best_distance = _closest_other(found_distances, found_labels, queries)
-        nearest[queries], distance[queries] = best_label, best_distance
-        if k == len(distinct):
-            break
-        queries = queries[found_distances[:, -1] <= best_distance]
-        k = min(len(distinct), 4 * k)
-    return nearest, distance
-
-
-def _closest_other(
-    distances: np.ndarray, labels: np.ndarray, queries: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pick, per query, the nearest label other than the query itself.
-
-    ``labels[q]`` holds the nearest vectors of vector ``queries[q]`` (``-1`` padding is
-    ignored). Among equal distances the lower label wins.
-    """
-    usable = (labels != queries[:, None]) & (labels >= 0)
-    masked = np.where(usable, distances.astype(np.float64), np.inf)
-    best_distance = masked.min(axis=1)
-    tied = usable & (masked == best_distance[:, None])
-    best_label = np.where(tied, labels, np.iinfo(np.int64).max).min(axis=1)
-    found = np.isfinite(best_distance)
-    return np.where(found, best_label, -1), np.where(found, best_distance, np.nan)
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise ValueError(f"K_NEIGHBOURS must be a whole number of 1 or more, got {k!r}.")
+    features = check_features(features)
+    copies = group_copies(features)
+    index = faiss.IndexFlatL2(features.shape[1])
+    index.add(copies.distinct)
+    usable_k = min(int(k), index.ntotal - 1)
+    found = min(max(CANDIDATES, usable_k + 1), index.ntotal)
+    distances, labels = index.search(copies.distinct, found)
+    nearest, distance = closest_others(index, distances, labels)
+    if usable_k > 1:
+        others = labels != np.arange(len(labels))[:, None]
+        first_k = others & (np.cumsum(others, axis=1) <= usable_k)
+        distance = np.where(first_k, distances.astype(np.float64), 0.0).sum(axis=1) / usable_k
+    return neighbours_per_row(copies, nearest, distance)
 
 
 def rank_uniqueness(neighbours: pd.DataFrame, files: list[str]) -> pd.DataFrame:
