@@ -162,7 +162,8 @@ def plot_atlas(
         raise ValueError(f"positions has shape {positions.shape}, expected ({len(files)}, 2)")
     rows = select_rows(ranking, files)
     as_thumbnails = len(rows) <= max_thumbnails
-    half = 0.5 * float(np.clip(0.9 / np.sqrt(max(len(rows), 1)), 0.02, 0.09))
+    # Half a thumbnail's side, in map units: smaller as the map fills up.
+    half = 0.5 * float(np.clip(0.9 / np.sqrt(len(rows)), 0.04, 0.09)) if as_thumbnails else 0.025
     figure, axis = plt.subplots(figsize=(12, 10))
     axis.set_aspect("equal")
     axis.axis("off")
