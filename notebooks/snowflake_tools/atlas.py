@@ -191,15 +191,15 @@ def plot_atlas(
         x, y = positions[row]
         copies = int((stack_of == stack_of[row]).sum())
         for depth in range(min(copies - 1, 2), 0, -1):  # two cards behind show "more than one"
-            shift = depth * half * 0.18
+            shift = depth * half * 0.25
             axis.add_patch(
                 Rectangle(
                     (x - half + shift, y - half - shift),
                     2 * half,
                     2 * half,
-                    facecolor="white",
-                    edgecolor="grey",
-                    lw=0.8,
+                    facecolor="#9aa8bb",
+                    edgecolor="black",
+                    lw=1.0,
                     zorder=3,
                 )
             )
