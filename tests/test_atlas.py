@@ -25,9 +25,10 @@ def clustered_features(n_clusters=4, per_cluster=6, width=40, seed=0):
     return np.vstack([rows, rows[[0, 0]]]).astype(np.float32)
 
 
-@pytest.fixture
-def flakes(tmp_path):
+@pytest.fixture(scope="module")
+def flakes(tmp_path_factory):
     """A folder of small images, their features, ranking and near-duplicate pairs."""
+    tmp_path = tmp_path_factory.mktemp("flakes")
     features = clustered_features()
     features[5] = features[4] + 1e-3  # a near-duplicate pair: rows 4 and 5
     names = [f"flake{i:02d}.png" for i in range(len(features))]
@@ -38,6 +39,12 @@ def flakes(tmp_path):
     ranking = search.rank_uniqueness(search.nearest_distinct_neighbours(features), names)
     near = search.find_near_duplicates(ranking)
     return features, names, ranking, near, tmp_path
+
+
+@pytest.fixture(scope="module")
+def positions(flakes):
+    """The layout of ``flakes``, computed once for the figure tests."""
+    return atlas.layout(flakes[0])
 
 
 def test_layout_is_deterministic_one_point_per_flake_in_the_unit_square():
@@ -81,9 +88,8 @@ def test_perplexity_shrinks_for_small_sets_and_stays_below_n():
     assert atlas.perplexity_for(5000) == atlas.PERPLEXITY
 
 
-def test_figure_draws_one_thumbnail_per_stack_outlines_and_labels_the_top(flakes):
+def test_figure_draws_one_thumbnail_per_stack_outlines_and_labels_the_top(flakes, positions):
     features, names, ranking, near, image_dir = flakes
-    positions = atlas.layout(features)
     figure = atlas.plot_atlas(positions, names, ranking, near, image_dir, top_n=3, demo="test")
     axis = figure.axes[0]
     thumbnails = [child for child in axis.get_children() if isinstance(child, AxesImage)]
@@ -108,9 +114,8 @@ def test_a_subset_of_flakes_can_be_mapped(flakes):
         atlas.plot_atlas(positions, ["nope.png"] * 6, ranking, near, image_dir)
 
 
-def test_past_the_thumbnail_limit_flakes_become_points(flakes):
+def test_past_the_thumbnail_limit_flakes_become_points(flakes, positions):
     features, names, ranking, near, image_dir = flakes
-    positions = atlas.layout(features)
     figure = atlas.plot_atlas(positions, names, ranking, near, image_dir, max_thumbnails=10)
     axis = figure.axes[0]
     points = axis.collections[0]
