@@ -110,6 +110,16 @@ def thumbnail(path: str | os.PathLike, side: int) -> Image.Image:
     return image
 
 
+def thumbnail_side(n_flakes: int, max_thumbnails: int = MAX_THUMBNAILS) -> float:
+    """Side of a thumbnail on the map (which spans 0 to 1): smaller as the map fills up.
+
+    Past ``max_thumbnails`` only a few thumbnails are drawn among the points, at a fixed size.
+    """
+    if n_flakes > max_thumbnails:
+        return 0.05
+    return float(np.clip(0.9 / np.sqrt(max(n_flakes, 1)), 0.04, 0.09))
+
+
 def select_rows(ranking: pd.DataFrame, files: Sequence[str]) -> pd.DataFrame:
     """The rows of ``ranking`` for ``files``, in the order of ``files``.
 
@@ -162,8 +172,7 @@ def plot_atlas(
         raise ValueError(f"positions has shape {positions.shape}, expected ({len(files)}, 2)")
     rows = select_rows(ranking, files)
     as_thumbnails = len(rows) <= max_thumbnails
-    # Half a thumbnail's side, in map units: smaller as the map fills up.
-    half = 0.5 * float(np.clip(0.9 / np.sqrt(len(rows)), 0.04, 0.09)) if as_thumbnails else 0.025
+    half = thumbnail_side(len(rows), max_thumbnails) / 2
     figure, axis = plt.subplots(figsize=(12, 10))
     axis.set_aspect("equal")
     axis.axis("off")

@@ -163,7 +163,11 @@ def ranking_table(source: ColumnDataSource) -> tuple[TextInput, DataTable]:
 
 
 def atlas_plot(source: ColumnDataSource, near_duplicates: pd.DataFrame, top_n: int):
-    """The atlas as a Bokeh figure: hover shows thumbnail, file and rank; zoom and pan."""
+    """The atlas as a Bokeh figure: hover shows thumbnail, file and rank; zoom and pan.
+
+    Up to ``atlas.MAX_THUMBNAILS`` flakes each is drawn as its thumbnail (they grow as you
+    zoom in); past that as points, as in ``atlas.plot_atlas``.
+    """
     plot = bokeh_figure(
         width=900,
         height=700,
@@ -175,6 +179,11 @@ def atlas_plot(source: ColumnDataSource, near_duplicates: pd.DataFrame, top_n: i
     )
     plot.axis.visible = False
     plot.grid.visible = False
+    n_flakes = len(source.data["file"])
+    as_thumbnails = n_flakes <= atlas.MAX_THUMBNAILS
+    side = atlas.thumbnail_side(n_flakes)
+    if as_thumbnails:
+        plot.image_url(url="thumb", x="x", y="y", w=side, h=side, anchor="center", source=source)
     where = dict(
         zip(source.data["file"], zip(source.data["x"], source.data["y"], strict=True), strict=True)
     )
@@ -195,35 +204,37 @@ def atlas_plot(source: ColumnDataSource, near_duplicates: pd.DataFrame, top_n: i
             line_width=2,
             legend_label="near-duplicate pair",
         )
+    # Invisible over thumbnails, but still what the hover and tap tools find.
     flakes = plot.scatter(
         "x",
         "y",
         source=source,
-        size=9,
+        size=12,
         color="#3b6ea8",
-        alpha=0.8,
-        legend_label="flake (copies share a spot)",
+        alpha=0.0 if as_thumbnails else 0.8,
+        legend_label="flake (hover me; copies share a spot)",
     )
     ranks = np.asarray(source.data["rank"])
     top = np.flatnonzero(ranks <= top_n)
     if len(top):
         xs, ys = np.asarray(source.data["x"])[top], np.asarray(source.data["y"])[top]
-        plot.scatter(
+        plot.rect(
             xs,
             ys,
-            size=18,
+            width=side,
+            height=side,
             fill_alpha=0,
             line_color="red",
             line_width=2.5,
-            marker="square",
             legend_label=f"{len(top)} most unique",
         )
         plot.text(
             xs,
-            ys + 0.025,
+            ys + side * 0.55,
             text=[f"#{r}" for r in ranks[top]],
             text_color="red",
             text_align="center",
+            text_baseline="bottom",
             text_font_style="bold",
             text_font_size="13px",
         )
