@@ -85,8 +85,41 @@ def wait_for(driver, condition, what, timeout=30):
     return WebDriverWait(driver, timeout).until(lambda d: condition(d), message=what)
 
 
+#: JavaScript: scroll the atlas into view; return rank 1's file and its place in the window.
+_WHERE_IS_RANK_1 = """
+const views = [];
+const walk = (view) => { views.push(view); (view.child_views ?? []).forEach(walk); };
+Bokeh.index.roots.forEach(walk);
+const plot = views.find((view) => view.model.name === "atlas");
+plot.el.scrollIntoView();
+const data = plot.model.renderers.find((r) => r.data_source?.data?.thumb).data_source.data;
+const row = data.rank.indexOf(1);
+const box = plot.el.getBoundingClientRect();
+return [data.file[row], box.left + plot.frame.x_scale.compute(data.x[row]),
+        box.top + plot.frame.y_scale.compute(data.y[row])];
+"""
+
+
+def hover_over_the_most_unique_flake(driver):
+    """Point at flake #1 on the atlas: its tooltip must show its file, rank and thumbnail."""
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+
+    file, x, y = driver.execute_script(_WHERE_IS_RANK_1)
+    pointer = ActionBuilder(driver)
+    pointer.pointer_action.move_to_location(int(x), int(y))
+    pointer.perform()
+    wait_for(driver, lambda d: any(file in t.text for t in deep(d, ".bk-Tooltip")), "a tooltip")
+    tooltip = next(t for t in deep(driver, ".bk-Tooltip") if file in t.text)
+    assert "#1" in tooltip.text
+    wait_for(
+        driver,
+        lambda d: any(i.get_property("naturalWidth") for i in deep(d, "img[width='96']")),
+        "the tooltip's thumbnail to decode",
+    )
+
+
 def check_report_in_browser(driver, page, screenshot):
-    """Open ``page``; check errors, images, sorting and filtering; save ``screenshot``."""
+    """Open ``page``; check errors, images, sorting, filtering, hover; save ``screenshot``."""
     driver.get(page.resolve().as_uri())
     wait_for(driver, lambda d: len(deep(d, ".slick-row")) > 0, "the ranking table to render")
     wait_for(driver, lambda d: len(deep(d, "canvas")) > 0, "the atlas to render")
@@ -111,6 +144,8 @@ def check_report_in_browser(driver, page, screenshot):
     wait_for(driver, lambda d: len(deep(d, ".slick-row")) < len(ranks), "the table to filter")
     assert first_file in table_cells(driver, 2)
 
+    assert "DEMO run" in driver.find_element("tag name", "body").text
+    hover_over_the_most_unique_flake(driver)
     errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
     assert not errors, f"JavaScript errors or blocked requests: {errors}"
     requested = driver.execute_script(
@@ -120,22 +155,23 @@ def check_report_in_browser(driver, page, screenshot):
     assert driver.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 10_000
 
 
-def test_report_loads_offline_decodes_every_image_and_sorts(browser, tmp_path):
-    from test_report import make_flakes
+def test_report_of_a_notebook_02_run_works_offline_in_chromium(browser, run_notebook, tmp_path):
+    from PIL import Image
 
-    from snowflake_tools import atlas, report
+    from snowflake_tools import demo
 
-    folder = tmp_path / "flakes"
-    folder.mkdir()
-    features, names, ranking, near = make_flakes(folder, n_clusters=4, per_cluster=5)
-    page = report.write_report(
-        tmp_path / "report.html",
-        features=features,
-        flake_files=names,
-        ranking=ranking,
-        near_duplicates=near,
-        image_dir=folder,
-        positions=atlas.layout(features),
-        run={"weights_mode": "random", "demo": "random VGG16 weights"},
+    flakes = tmp_path / "flakes"
+    demo.make_demo_set(flakes, count=12, side=96, progress=False)
+    shutil.copy(flakes / "demo-hexagonal_plate-01.png", flakes / "copy-of-plate.png")
+    Image.open(flakes / "demo-stellar_plate-01.png").save(flakes / "reencoded.jpg", quality=90)
+    results = tmp_path / "results"
+    run_notebook(
+        "02_most_unique_snowflake.ipynb",
+        IMAGE_DIR=str(flakes),
+        RESULTS_DIR=str(results),
+        WEIGHTS=None,
+        IMAGE_SIZE=64,
+        TOP_N=3,
     )
-    check_report_in_browser(browser, page, tmp_path / "report.png")
+    assert Image.open(results / "atlas.png").size[0] > 500
+    check_report_in_browser(browser, results / "report.html", tmp_path / "report.png")
