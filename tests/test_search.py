@@ -301,3 +301,19 @@ def test_fewer_distinct_rows_than_k_average_over_what_there_is():
 def test_k_must_be_a_positive_whole_number(k):
     with pytest.raises(ValueError, match="K_NEIGHBOURS"):
         search.knn_uniqueness(np.zeros((3, 2), dtype=np.float32), k)
+
+
+def test_distinct_neighbours_skip_copies_and_match_brute_force():
+    rng = np.random.default_rng(3)
+    features = rng.normal(size=(12, 8)).astype(np.float32)
+    features[[5, 6]] = features[0]  # copies of the query
+    features[9] = features[1]  # a copy of a neighbour
+    found = search.distinct_neighbours(features, [0, 3], k=4)
+    mine = found[found["row"] == 0]
+    assert mine["order"].tolist() == [1, 2, 3, 4]
+    assert not set(mine["neighbour"]) & {0, 5, 6, 9}
+    distances = ((features - features[0]) ** 2).sum(axis=1)
+    expected = [row for row in np.argsort(distances) if row not in (0, 5, 6, 9)][:4]
+    assert mine["neighbour"].tolist() == expected
+    np.testing.assert_allclose(mine["distance"], distances[expected], rtol=1e-4)
+    assert len(found[found["row"] == 3]) == 4

@@ -10,6 +10,7 @@ is those same steps in one call; :func:`knn_uniqueness` (notebook 03) averages o
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import faiss
@@ -237,6 +238,33 @@ def knn_uniqueness(features: np.ndarray, k: int) -> pd.DataFrame:
         first_k = others & (np.cumsum(others, axis=1) <= usable_k)
         distance = np.where(first_k, distances.astype(np.float64), 0.0).sum(axis=1) / usable_k
     return neighbours_per_row(copies, nearest, distance)
+
+
+def distinct_neighbours(features: np.ndarray, rows: Sequence[int], k: int) -> pd.DataFrame:
+    """The ``k`` nearest distinct neighbours of each of ``rows``, by one batched FAISS search.
+
+    Exact copies are grouped as in :func:`nearest_distinct_neighbours` (each group indexed
+    once, by its first row), so neither a flake's copies nor a neighbour's copies take a
+    place. The report shows each top flake beside these look-alikes. Returns a DataFrame with
+    columns ``row``, ``neighbour`` (a row number), ``order`` (1 = nearest) and ``distance``
+    (squared L2), at most ``k`` rows per query.
+    """
+    features = check_features(features)
+    copies = group_copies(features)
+    index = faiss.IndexFlatL2(features.shape[1])
+    index.add(copies.distinct)
+    rows = np.asarray(rows, dtype=np.int64)
+    distances, labels = index.search(features[rows], min(k + 1, index.ntotal))
+    found = []
+    for row, row_distances, row_labels in zip(rows, distances, labels, strict=True):
+        others = [
+            (label, distance)
+            for label, distance in zip(row_labels, row_distances, strict=True)
+            if label >= 0 and label != copies.groups[row]
+        ]
+        for order, (label, distance) in enumerate(others[:k], start=1):
+            found.append((int(row), int(copies.first_rows[label]), order, float(distance)))
+    return pd.DataFrame(found, columns=["row", "neighbour", "order", "distance"])
 
 
 def rank_uniqueness(neighbours: pd.DataFrame, files: list[str]) -> pd.DataFrame:
