@@ -86,7 +86,7 @@ def compare_precisions(paths: list[Path], image_size: int, top_n: int = TOP_N) -
     difference = np.linalg.norm(half - full, axis=1) / np.linalg.norm(full, axis=1)
     full_distance = full_ranking.set_index("file")["distance"]
     half_distance = half_ranking.set_index("file")["distance"].reindex(full_distance.index)
-    top = full_ranking.distance.to_numpy()[: top_n + 1]
+    top = full_ranking.distance.drop_duplicates().to_numpy()[: top_n + 1]  # copies tie
     median = full_distance.median()
     return {
         "images": len(paths),
