@@ -75,15 +75,9 @@ def blas_libraries() -> list[dict]:
     """BLAS and OpenMP libraries loaded in this process, with kernel and threads (threadpoolctl)."""
     from threadpoolctl import threadpool_info
 
-    return [
-        {
-            "library": Path(info["filepath"]).name.split("-")[0],
-            "api": info["internal_api"],
-            "kernel": info.get("architecture") or "",
-            "threads": info["num_threads"],
-        }
-        for info in threadpool_info()
-    ]
+    keys = {"library": "prefix", "api": "internal_api", "kernel": "architecture"}
+    keys["threads"] = "num_threads"
+    return [{key: info.get(name) or "" for key, name in keys.items()} for info in threadpool_info()]
 
 
 def machine() -> dict:
@@ -108,11 +102,6 @@ def machine() -> dict:
         "system": f"{platform.system()} {platform.release()}",
         "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "(unset)"),
         "faiss_threads": faiss.omp_get_max_threads(),
-        "versions": {
-            "python": platform.python_version(),
-            "tensorflow": tf.__version__,
-            "keras": keras.__version__,
-            "faiss": faiss.__version__,
-            "numpy": np.__version__,
-        },
+        "versions": {"python": platform.python_version()}
+        | {module.__name__: module.__version__ for module in (tf, keras, faiss, np)},
     }

@@ -5,17 +5,23 @@ from __future__ import annotations
 
 def table(header: list[str], rows: list[list]) -> str:
     """A markdown table, right-aligned but for its first column."""
-    align = ["---"] + ["---:"] * (len(header) - 1)
-    lines = [header, align, *[[_cell(cell) for cell in row] for row in rows]]
-    return "\n".join("| " + " | ".join(map(str, line)) + " |" for line in lines)
+    lines = [header, ["---"] + ["---:"] * (len(header) - 1), *map(_cells, rows)]
+    return "\n".join("| " + " | ".join(line) + " |" for line in lines)
 
 
-def _cell(value) -> str:
-    if isinstance(value, bool):
-        return "yes" if value else "**no**"
-    if isinstance(value, float):
-        return f"{value:,.3g}" if abs(value) < 100 else f"{value:,.0f}"
-    return str(value)
+def _cells(row: list) -> list[str]:
+    def cell(value) -> str:
+        if isinstance(value, bool):
+            return "yes" if value else "**no**"
+        if isinstance(value, float):
+            return f"{value:,.3g}" if abs(value) < 100 else f"{value:,.0f}"
+        return str(value)
+
+    return [cell(value) for value in row]
+
+
+def section(heading: str, *parts: str) -> str:
+    return "\n\n".join([f"## {heading}", *parts])
 
 
 def spread(timing: dict) -> str:
@@ -37,12 +43,10 @@ def images_per_second(run: dict) -> float:
 
 def fastest_batches(results: dict) -> dict[str, int]:
     """The batch size with the most images/s (median), per precision."""
-    fastest: dict[str, dict] = {}
-    for run in results["extraction"]["runs"]:
-        best = fastest.get(run["precision"])
-        if best is None or images_per_second(run) > images_per_second(best):
-            fastest[run["precision"]] = run
-    return {precision: run["batch"] for precision, run in fastest.items()}
+    fastest = {}
+    for run in sorted(results["extraction"]["runs"], key=images_per_second):
+        fastest[run["precision"]] = run["batch"]  # the fastest comes last
+    return fastest
 
 
 def machine_section(results: dict) -> str:
@@ -52,129 +56,96 @@ def machine_section(results: dict) -> str:
     rows += [[name, version] for name, version in facts["versions"].items()]
     blas = [["this process", *info.values()] for info in results["blas"]]
     blas += [["matmul child", *info.values()] for info in results["matmul"].get("blas", [])]
-    return "\n\n".join(
-        [
-            "## Machine",
-            table(["", ""], rows),
-            table(["process", "library", "API", "kernel", "threads"], blas),
-        ]
-    )
+    header = ["process", "library", "API", "kernel", "threads"]
+    return section("Machine", table(["", ""], rows), table(header, blas))
 
 
 def search_section(results: dict) -> str:
-    rows = []
-    for row in results["search"]:
-        original, project, bare = row["original"], row["project"], row["bare"]
-        scaled = " *" if row["queries_timed"] < row["n"] else ""
-        rows.append(
-            [
-                row["n"],
-                spread(original) + scaled,
-                spread(project),
-                spread(bare),
-                f"{original['median'] / project['median']:.1f}x",
-                f"{project['median'] / bare['median']:.2f}x",
-                row["same_distances"],
-            ]
-        )
-    d, rounds = results["search"][0]["d"], results["plan"]["rounds"]
-    header = ["n", "original loop (s)", "`nearest_distinct_neighbours` (s)"]
-    header += ["bare `IndexFlatL2` add + search (s)", "original / project"]
-    header += ["project / bare", "same distances as bare"]
-    return "\n\n".join(
+    rows = [
         [
-            f"## 1. Search: n x {d:,} float32, interleaved, {rounds} rounds, median (range)",
-            table(header, rows),
-            f"\\* the original loop timed on the first {results['plan']['max_queries']:,} "
-            "queries, scaled to n by its number of `index.search` calls",
+            row["n"],
+            spread(row["original"]) + (" *" if row["queries_timed"] < row["n"] else ""),
+            spread(row["project"]),
+            spread(row["bare"]),
+            f"{row['original']['median'] / row['project']['median']:.1f}x",
+            f"{row['project']['median'] / row['bare']['median']:.2f}x",
+            row["same_distances"],
         ]
+        for row in results["search"]
+    ]
+    header = ["n", "original loop (s)", "`nearest_distinct_neighbours` (s)"]
+    header += ["bare `IndexFlatL2` add + search (s)", "original / project", "project / bare"]
+    d, plan = results["search"][0]["d"], results["plan"]
+    return section(
+        f"1. Search: n x {d:,} float32, interleaved, {plan['rounds']} rounds, median (range)",
+        table([*header, "same distances as bare"], rows),
+        f"\\* the original loop timed on the first {plan['max_queries']:,} queries, "
+        "scaled to n by its number of `index.search` calls",
     )
 
 
 def matmul_section(results: dict) -> str:
-    matmul = results["matmul"]
-    if "error" in matmul:
-        return f"## 2. Matrix-multiply limit\n\nfailed: {matmul['error']}"
-    size = results["plan"]["matmul_size"]
-    rows = [[name, rate["precision"], rate["gflops"]] for name, rate in matmul["rates"].items()]
-    rows += [[f"**limit, {p}**", p, gflops] for p, gflops in limits(results).items()]
+    size, matmul = results["plan"]["matmul_size"], results["matmul"]
     heading = (
-        f"## 2. Matrix-multiply limit: {size:,} x {size:,}, fastest call, "
+        f"2. Matrix-multiply limit: {size:,} x {size:,}, fastest call, "
         "fresh process without OPENBLAS_CORETYPE (the fastest kernel this machine has)"
     )
-    return f"{heading}\n\n" + table(["product", "precision", "GFLOP/s"], rows)
+    if "error" in matmul:
+        return section(heading, f"failed: {matmul['error']}")
+    rows = [[name, rate["precision"], rate["gflops"]] for name, rate in matmul["rates"].items()]
+    rows += [[f"**limit, {p}**", p, gflops] for p, gflops in limits(results).items()]
+    return section(heading, table(["product", "precision", "GFLOP/s"], rows))
 
 
 def extraction_section(results: dict) -> str:
-    extraction, best = results["extraction"], limits(results)
-    gflop = extraction["gflop_per_image"]
-    rows = []
+    extraction, best, fastest = results["extraction"], limits(results), fastest_batches(results)
+    gflop, rows, summary_rows = extraction["gflop_per_image"], [], []
     for run in extraction["runs"]:
-        rate = images_per_second(run)
-        fraction = rate * gflop / best[run["precision"]] if run["precision"] in best else "-"
-        label = run["precision"] + (" (auto)" if run["precision"] == extraction["auto"] else "")
+        rate, precision = images_per_second(run), run["precision"]
+        fraction = rate * gflop / best[precision] if precision in best else "-"
+        label = precision + (" (auto)" if precision == extraction["auto"] else "")
         rows.append([label, run["batch"], spread(run), rate, rate * gflop, fraction])
+        if run["batch"] == fastest[precision]:
+            summary_rows.append([label, run["batch"], rate])
+    summary_rows = [[*row, row[2] / summary_rows[0][2]] for row in summary_rows]  # float32 first
     header = ["precision", "batch", "seconds per batch", "images/s", "GFLOP/s"]
-    header += ["of the limit, same precision"]
-    fastest = fastest_batches(results)
-    rates = {
-        precision: images_per_second(
-            next(r for r in extraction["runs"] if (r["precision"], r["batch"]) == (precision, b))
-        )
-        for precision, b in fastest.items()
-    }
-    summary_rows = [
-        [p, fastest[p], rates[p], rates[p] / rates["float32"], p == extraction["auto"]]
-        for p in fastest
-    ]
     size = results["plan"]["image_size"]
-    return "\n\n".join(
-        [
-            f"## 3. Extraction: VGG16 to block5_conv3, {size} x {size}, {gflop:.2f} GFLOP/image",
-            table(header, rows),
-            table(["precision", "fastest batch", "images/s", "vs float32", "auto"], summary_rows),
-        ]
+    return section(
+        f"3. Extraction: VGG16 to block5_conv3, {size} x {size}, {gflop:.2f} GFLOP/image",
+        table([*header, "of the limit, same precision"], rows),
+        table(["precision", "fastest batch", "images/s", "vs float32"], summary_rows),
     )
 
 
 def fidelity_section(results: dict) -> str:
     header = ["set", "images", "median relative feature difference", "Spearman"]
     header += ["top-N identical", "same exact-duplicate groups", "same near-duplicate pairs"]
-    header += ["largest distance change", "smallest top-N gap"]
     keys = ["images", "median_relative_difference", "spearman", "top_n_identical", "same_copies"]
     keys += ["same_near_duplicates", "largest_distance_change", "smallest_top_gap"]
     rows = [[name, *(row[key] for key in keys)] for name, row in results["fidelity"].items()]
     top_n = next(iter(results["fidelity"].values()))["top_n"]
-    return "\n\n".join(
-        [
-            f"## 4. Fidelity: bfloat16 against float32, random weights, N = {top_n}",
-            table(header, rows),
-            "distance change and gap: fractions of the median nearest-neighbour distance",
-        ]
+    return section(
+        f"4. Fidelity: bfloat16 against float32, random weights, N = {top_n}",
+        table([*header, "largest distance change", "smallest top-N gap"], rows),
+        "distance change and gap: fractions of the median nearest-neighbour distance",
     )
 
 
 def memory_section(results: dict) -> str:
-    rows = []
-    for way, row in results["memory"].items():
-        if "error" in row:
-            rows.append([way, "-", "-", "-", f"failed: {row['error']}"])
-            continue
-        above = row["peak_mib"] - row["baseline_mib"]
-        rows.append([way, row["images"], row["peak_mib"], above, row["seconds"]])
+    rows = [
+        [way, "failed", row["error"]]
+        if "error" in row
+        else [way, row["images"], row["peak_mib"], row["peak_mib"] - row["baseline_mib"]]
+        + [row["seconds"]]
+        for way, row in results["memory"].items()
+    ]
     header = ["way", "images", "peak RSS (MiB)", "above the model (MiB)", "seconds"]
-    return "## 5. Memory: each way in a fresh process\n\n" + table(header, rows)
+    return section("5. Memory: each way in a fresh process", table(header, rows))
 
 
 def render(results: dict, quick: bool = False) -> str:
     """The whole report."""
-    sections = [
-        f"# Benchmarks, {results['date']}" + (" (QUICK RUN: tiny sizes)" if quick else ""),
-        machine_section(results),
-        search_section(results),
-        matmul_section(results),
-        extraction_section(results),
-        fidelity_section(results),
-        memory_section(results),
-    ]
-    return "\n\n".join(sections) + "\n"
+    title = f"# Benchmarks, {results['date']}" + (" (QUICK RUN: tiny sizes)" if quick else "")
+    sections = [machine_section, search_section, matmul_section, extraction_section]
+    sections += [fidelity_section, memory_section]
+    return "\n\n".join([title, *(make(results) for make in sections)]) + "\n"

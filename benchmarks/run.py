@@ -20,7 +20,7 @@ import fidelity
 import report
 import search_bench
 
-from snowflake_tools import demo, files
+from snowflake_tools import files
 
 #: Variables that can make numpy's OpenBLAS pick an older, slower kernel than the CPU has.
 OPENBLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
@@ -37,9 +37,7 @@ class Plan:
     image_size: int = 224
     batch_sizes: tuple[int, ...] = (1, 8, 16, 32)
     matmul_size: int = 4096
-    fidelity_images: int = 40  # per set, as in tests/test_precision.py
-    memory_images: int = 64
-    memory_side: int = 256  # pixels of the demo PNG files
+    fidelity_images: int = 40  # per set, as in tests/test_precision.py; memory uses the demo set
 
 
 QUICK = Plan(
@@ -51,8 +49,6 @@ QUICK = Plan(
     batch_sizes=(1, 4),
     matmul_size=256,
     fidelity_images=8,
-    memory_images=6,
-    memory_side=64,
 )
 
 
@@ -70,15 +66,11 @@ def bench_fidelity(plan: Plan, folder: Path) -> dict:
 
 
 def bench_memory(plan: Plan, folder: Path, batch_size: int) -> dict:
-    """Peak memory of the original way and of streaming, each in a fresh process."""
-    demo.make_demo_set(folder, plan.memory_images, side=plan.memory_side, progress=False)
-    results = {}
-    for way in ("original", "streaming"):
-        common.log(f"memory: {way} way, {plan.memory_images} images, in a fresh process")
-        task = {"kind": "memory", "way": way, "image_dir": str(folder)}
-        task |= {"image_size": plan.image_size, "batch_size": batch_size}
-        results[way] = common.run_child(task)
-    return results
+    """Peak memory of the original way and of streaming on the PNG files in ``folder``."""
+    task = {"kind": "memory", "image_dir": str(folder), "image_size": plan.image_size}
+    common.log("memory: the original way and streaming, each in a fresh process")
+    ways = ("original", "streaming")
+    return {way: common.run_child(task | {"way": way, "batch_size": batch_size}) for way in ways}
 
 
 def run(plan: Plan) -> dict:
@@ -98,7 +90,7 @@ def run(plan: Plan) -> dict:
     with tempfile.TemporaryDirectory(prefix="snowflake-bench-") as folder:
         results["fidelity"] = bench_fidelity(plan, Path(folder))
         fastest = report.fastest_batches(results)[results["extraction"]["auto"]]
-        results["memory"] = bench_memory(plan, Path(folder) / "memory", fastest)
+        results["memory"] = bench_memory(plan, Path(folder) / "demo", fastest)
     results["search"] = search_bench.bench_search(
         plan.search_sizes, plan.dimensions, plan.max_queries, plan.rounds
     )
