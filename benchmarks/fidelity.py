@@ -7,7 +7,6 @@ everywhere) over the same files; everything after extraction is the notebook's o
 
 from __future__ import annotations
 
-import io
 import shutil
 from pathlib import Path
 
@@ -61,10 +60,8 @@ def photo_like_set(folder: Path, count: int, side: int = 256, seed: int = 0) -> 
         subject = np.exp(-((x - centre[0]) ** 2 + (y - centre[1]) ** 2) / width)
         pixels = rng.uniform(50, 170) + colour * texture.transpose(1, 2, 0)
         pixels += rng.uniform(30, 120) * subject[..., None]
-        buffer = io.BytesIO()
-        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=90)
         paths.append(folder / f"photo-{number:03d}.jpg")
-        paths[-1].write_bytes(buffer.getvalue())
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(paths[-1], quality=90)
     return plant_copies(paths)
 
 

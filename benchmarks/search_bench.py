@@ -60,8 +60,8 @@ def bare_search(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def same_distances(features: np.ndarray, rtol: float = 1e-4) -> bool:
     """Whether the project and the bare search find the same nearest distances.
 
-    Compared on the rows without copies (the bare search's nearest other row of a copy is
-    its twin at distance 0, which the project rightly skips).
+    Compared on the rows without copies: the bare search's nearest other row of a copy is
+    its twin, which the project rightly skips.
     """
     project = search.nearest_distinct_neighbours(features)["distance"].to_numpy()
     distances, labels = bare_search(features)
