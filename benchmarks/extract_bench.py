@@ -33,41 +33,47 @@ def conv_gflop_per_image(model: keras.Model) -> float:
     return total / 1e9
 
 
-def matmul_candidates(size: int) -> dict[str, tuple[str, object]]:
-    """Products of two ``size x size`` matrices: ``{name: (precision, call)}``.
+def matmul_candidates(size: int) -> dict[str, tuple[str, float, object]]:
+    """Matrix products: ``{name: (precision, GFLOP per call, call)}``.
 
-    A 1 x 1 convolution over ``size`` pixels is the same product, run by TensorFlow's
-    convolution kernels (oneDNN), which use the CPU's bfloat16 units better than its MatMul.
+    Two shapes: square ``size``, and ``12 size x 512`` by ``512 x 512`` like VGG16's deeper
+    convolutions. A 1 x 1 convolution over m pixels is the same product, run by oneDNN's
+    convolution kernels, which use this CPU's bfloat16 units better than its MatMul may.
     """
     import tensorflow as tf
 
     rng = np.random.default_rng(0)
-    first, second = (rng.random((size, size), dtype=np.float32) for _ in range(2))
-    candidates = {"numpy @ (OpenBLAS)": ("float32", lambda: first @ second)}
-    for precision, dtype in (("float32", tf.float32), ("bfloat16", tf.bfloat16)):
-        a, b = tf.constant(first, dtype), tf.constant(second, dtype)
-        image, kernel = tf.reshape(a, (1, size, 1, size)), tf.reshape(b, (1, 1, size, size))
-        candidates[f"tf.linalg.matmul {precision}"] = (
-            precision,
-            lambda a=a, b=b: tf.linalg.matmul(a, b).numpy(),
-        )
-        candidates[f"1 x 1 tf.nn.conv2d {precision}"] = (
-            precision,
-            lambda x=image, w=kernel: tf.nn.conv2d(x, w, 1, "VALID").numpy(),
-        )
+    square = rng.random((size, size), dtype=np.float32)
+    candidates = {f"numpy @, {size}^3": ("float32", 2 * size**3 / 1e9, lambda: square @ square)}
+    for m, k, n in ((size, size, size), (12 * size, 512, 512)):
+        first, second = rng.random((m, k), dtype=np.float32), rng.random((k, n), dtype=np.float32)
+        for precision in ("float32", "bfloat16"):
+            a, b = tf.constant(first, precision), tf.constant(second, precision)
+            x, w = tf.reshape(a, (1, m, 1, k)), tf.reshape(b, (1, 1, k, n))
+            gflop, shape = 2 * m * k * n / 1e9, f"{m} x {k} x {n}, {precision}"
+            candidates[f"tf.linalg.matmul, {shape}"] = (
+                precision,
+                gflop,
+                lambda a=a, b=b: tf.linalg.matmul(a, b).numpy(),
+            )
+            candidates[f"1 x 1 tf.nn.conv2d, {shape}"] = (
+                precision,
+                gflop,
+                lambda x=x, w=w: tf.nn.conv2d(x, w, 1, "VALID").numpy(),
+            )
     return candidates
 
 
 def bench_matmul(size: int, rounds: int) -> dict[str, dict]:
     """GFLOP/s of each candidate's fastest call (a limit is what the machine *can* do)."""
     candidates = matmul_candidates(size)
-    calls = {name: call for name, (_, call) in candidates.items()}
+    calls = {name: call for name, (_, _, call) in candidates.items()}
     for call in calls.values():
         call()  # warm-up: kernel selection, allocation
     times = interleaved(calls, rounds)
     return {
-        name: {"precision": precision, "gflops": 2 * size**3 / min(times[name]) / 1e9}
-        for name, (precision, _) in candidates.items()
+        name: {"precision": precision, "gflops": gflop / min(times[name])}
+        for name, (precision, gflop, _) in candidates.items()
     }
 
 

@@ -36,7 +36,7 @@ class Plan:
     rounds: int = 3  # turns of every candidate, after a warm-up (not for the original loop)
     image_size: int = 224
     batch_sizes: tuple[int, ...] = (1, 8, 16, 32)
-    matmul_size: int = 4096
+    matmul_size: int = 4096  # squares of this side, and (12 x this) x 512 by 512 x 512
     fidelity_images: int = 40  # per set, as in tests/test_precision.py; memory uses the demo set
 
 
