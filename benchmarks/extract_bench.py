@@ -50,17 +50,13 @@ def matmul_candidates(size: int) -> dict[str, tuple[str, float, object]]:
         for precision in ("float32", "bfloat16"):
             a, b = tf.constant(first, precision), tf.constant(second, precision)
             x, w = tf.reshape(a, (1, m, 1, k)), tf.reshape(b, (1, 1, k, n))
+            products = {
+                "tf.linalg.matmul": lambda a=a, b=b: tf.linalg.matmul(a, b).numpy(),
+                "1 x 1 tf.nn.conv2d": lambda x=x, w=w: tf.nn.conv2d(x, w, 1, "VALID").numpy(),
+            }
             gflop, shape = 2 * m * k * n / 1e9, f"{m} x {k} x {n}, {precision}"
-            candidates[f"tf.linalg.matmul, {shape}"] = (
-                precision,
-                gflop,
-                lambda a=a, b=b: tf.linalg.matmul(a, b).numpy(),
-            )
-            candidates[f"1 x 1 tf.nn.conv2d, {shape}"] = (
-                precision,
-                gflop,
-                lambda x=x, w=w: tf.nn.conv2d(x, w, 1, "VALID").numpy(),
-            )
+            for name, call in products.items():
+                candidates[f"{name}, {shape}"] = (precision, gflop, call)
     return candidates
 
 
