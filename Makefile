@@ -30,9 +30,15 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# The edit loop: everything but the tests marked slow (notebook runs, fidelity, benchmarks).
+.PHONY: test-fast
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
 lab: $(STAMP)
 	cd notebooks && ../$(BIN)/jupyter lab
 
+# About 10 minutes on 2 cores; writes $(RESULTS)/bench.md and $(RESULTS)/bench.json.
 bench: $(STAMP)
 	mkdir -p $(RESULTS)
 	$(BIN)/python benchmarks/run.py --out $(RESULTS)/bench.md

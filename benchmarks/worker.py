@@ -1,9 +1,8 @@
 """Child process of the benchmarks: one measurement that needs a fresh process.
 
 Run by ``common.run_child`` as ``python benchmarks/worker.py '<task as JSON>'``; prints its
-result as one JSON line. Fresh processes are needed for settings read once at start-up
-(``TF_ENABLE_ONEDNN_OPTS``, ``ONEDNN_DEFAULT_FPMATH_MODE``, ``OPENBLAS_CORETYPE``, thread
-pools) and for peak memory, which a process can only report for itself.
+result as one JSON line. Fresh processes give the matrix multiply its own environment (no
+``OPENBLAS_CORETYPE``) and give each way of extracting a peak memory of its own.
 """
 
 from __future__ import annotations
@@ -14,69 +13,56 @@ import time
 from pathlib import Path
 
 import common
+import numpy as np
 
 
-def extract(task: dict) -> dict:
-    """Extraction rate and the float32 matmul rate, both measured in this process."""
-    import tensorflow as tf
-
-    if task.get("intra_op_threads"):  # must precede TensorFlow's first operation
-        tf.config.threading.set_intra_op_parallelism_threads(task["intra_op_threads"])
-        tf.config.threading.set_inter_op_parallelism_threads(1)
+def matmul(task: dict) -> dict:
+    """Rates of the matrix-multiply candidates, and the BLAS kernels numpy got here."""
     import extract_bench
 
-    model = extract_bench.build_extractor(task["image_size"])
-    measured = extract_bench.side_by_side(
-        model,
-        task["image_size"],
-        [task["batch_size"]],
-        task["batch_size"],
-        task["matmul_size"],
-        task["rounds"],
-        variants=False,
-    )
-    return {
-        "seconds_per_image": measured["sweep"][str(task["batch_size"])],
-        "matmul_gflops": measured["matmul"]["tf_float32"],
-    }
+    rates = extract_bench.bench_matmul(task["size"], task["rounds"])
+    return {"rates": rates, "blas": common.blas_libraries()}
 
 
-def numpy_matmul(task: dict) -> dict:
-    """numpy's float32 matmul rate and OpenBLAS kernel under this process's environment."""
-    import extract_bench
+def peak_mib() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux's VmHWM; NaN elsewhere).
 
-    call, gflop = extract_bench.numpy_matmul(task["size"])
-    return {
-        "gflops": gflop / common.best_seconds(call, task["calls"]),
-        "kernel": extract_bench.numpy_blas_kernel(),
-    }
+    Not ``getrusage``: after fork and exec it reports the larger parent's peak.
+    """
+    status = Path("/proc/self/status")
+    lines = status.read_text().splitlines() if status.exists() else []
+    peak = [int(line.split()[1]) for line in lines if line.startswith("VmHWM:")]
+    return peak[0] / 2**10 if peak else float("nan")
 
 
 def memory(task: dict) -> dict:
     """Peak memory of one way of extracting features from the PNG files in ``image_dir``."""
     import extract_bench
-    import memory_bench
+    from keras.applications import vgg16
+    from keras.utils import img_to_array, load_img
 
-    paths = sorted(Path(task["image_dir"]).glob("*.png"))[: task["images"]]
-    model = extract_bench.build_extractor(task["image_size"])
-    baseline = common.peak_rss_mib()
-    started = time.perf_counter()
-    if task["way"] == "original":
-        result = memory_bench.extract_original_way(model, paths, task["image_size"])
-    else:
-        result = memory_bench.extract_streaming(model, paths, task["batch_size"])
+    from snowflake_tools import features
+
+    paths = sorted(Path(task["image_dir"]).glob("*.png"))
+    size = task["image_size"]
+    model = extract_bench.build_extractor(size, features.AUTO)
+    baseline, started = peak_mib(), time.perf_counter()
+    if task["way"] == "original":  # THE ORIGINAL TUTORIAL'S WAY: every image first, one predict
+        pixels = np.array(
+            [img_to_array(load_img(path, target_size=(size, size))) for path in paths]
+        )
+        model.predict(vgg16.preprocess_input(pixels), verbose=0)
+    else:  # the project's way: one batch of pixels at a time
+        features.extract_features(model, paths, batch_size=task["batch_size"], progress=False)
     return {
+        "images": len(paths),
         "seconds": time.perf_counter() - started,
-        "peak_mib": common.peak_rss_mib(),
+        "peak_mib": peak_mib(),
         "baseline_mib": baseline,
-        "rows": int(result.shape[0]),
-        "values": int(result.shape[1]),
-        "feature_mib": result.nbytes / 2**20,
     }
 
 
-TASKS = {"extract": extract, "numpy_matmul": numpy_matmul, "memory": memory}
-
 if __name__ == "__main__":
     task = json.loads(sys.argv[1])
-    common.report_to_parent(TASKS[task["kind"]](task))
+    result = {"matmul": matmul, "memory": memory}[task["kind"]](task)
+    print(common.RESULT_PREFIX + json.dumps(result), flush=True)

@@ -136,3 +136,80 @@ def test_run_model_matches_extract_features_and_leaves_input_alone(extractor, fl
     extracted = features.extract_features(extractor, flakes[:3], progress=False).features
     np.testing.assert_allclose(direct, extracted, rtol=1e-4, atol=1e-4)
     np.testing.assert_array_equal(pixels, before)  # preprocess_input must not edit in place
+
+
+# --- Precision ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cpu_flags(monkeypatch, tmp_path):
+    """Pretend the CPU has the given flags (a fake /proc/cpuinfo) and no GPU is visible."""
+
+    def pretend(*flags: str) -> None:
+        cpuinfo = tmp_path / "cpuinfo"
+        cpuinfo.write_text(f"processor\t: 0\nflags\t\t: fpu sse2 avx2 {' '.join(flags)}\n\n")
+        monkeypatch.setattr(features, "_CPUINFO", cpuinfo)
+
+    monkeypatch.setattr(features, "_gpu_has_bfloat16", lambda: False)
+    return pretend
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [(("amx_bf16", "amx_tile"), "bfloat16"), (("avx512_bf16",), "bfloat16"), ((), "float32")],
+)
+def test_auto_precision_follows_the_cpu_flags(cpu_flags, flags, expected):
+    cpu_flags(*flags)
+    assert features.resolve_precision("auto") == expected
+
+
+def test_auto_precision_is_float32_when_the_cpu_cannot_be_read(cpu_flags, monkeypatch, tmp_path):
+    monkeypatch.setattr(features, "_CPUINFO", tmp_path / "no-such-file")
+    assert features.resolve_precision("auto") == "float32"
+
+
+def test_explicit_precisions_are_kept_and_others_refused(cpu_flags):
+    cpu_flags()
+    assert features.resolve_precision("bfloat16") == "bfloat16"
+    assert features.resolve_precision("float32") == "float32"
+    with pytest.raises(ValueError, match="'float16' is not one of 'float32', 'bfloat16', 'auto'"):
+        features.resolve_precision("float16")
+
+
+def test_bfloat16_model_has_the_same_weights_and_leaves_the_global_policy_alone(flakes):
+    keras = features.keras
+    keras.mixed_precision.set_global_policy("float16")  # a user's own setting must survive
+    try:
+        half, _ = features.load_vgg16(None, SIZE, seed=1, precision="bfloat16")
+        assert keras.mixed_precision.global_policy().name == "float16"
+        with pytest.raises(FileNotFoundError):
+            features.load_vgg16("/no/such/weights.h5", SIZE, precision="bfloat16")
+        assert keras.mixed_precision.global_policy().name == "float16"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    full, _ = features.load_vgg16(None, SIZE, seed=1, precision="float32")
+    assert features.precision_of(half) == "bfloat16"
+    assert features.precision_of(features.cut_at_layer(half, "block5_conv3")) == "bfloat16"
+    assert features.precision_of(full) == "float32"
+    for first, second in zip(half.get_weights(), full.get_weights(), strict=True):
+        np.testing.assert_array_equal(first, second)
+
+
+def test_bfloat16_extraction_gives_float32_rows_close_to_float32_ones(flakes, tmp_path):
+    rows = {}
+    for precision in ("bfloat16", "float32"):
+        model, _ = features.load_vgg16(None, SIZE, seed=1, precision=precision)
+        extractor = features.cut_at_layer(model, "block5_conv3")
+        rows[precision] = features.extract_features(
+            extractor, flakes, cache_dir=tmp_path / "cache", progress=False
+        )
+        assert rows[precision].n_cached == 0  # the precision is part of the cache key
+        assert rows[precision].features.dtype == np.float32
+    half, full = rows["bfloat16"].features, rows["float32"].features
+    assert not np.array_equal(half, full)
+    relative = np.linalg.norm(half - full, axis=1) / np.linalg.norm(full, axis=1)
+    assert relative.max() < 0.05
+    assert sorted(path.name.split("-")[2] for path in (tmp_path / "cache").iterdir()) == [
+        "bfloat16",
+        "float32",
+    ]

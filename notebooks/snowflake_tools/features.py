@@ -25,6 +25,16 @@ from snowflake_tools import files, images
 #: Weights modes recorded in run.json and stamped on figures.
 IMAGENET, RANDOM = "imagenet", "random"
 
+#: Precisions of the network's arithmetic (PRECISION in the notebooks). Features always come
+#: out as float32 rows; bfloat16 keeps float32's range but only 8 bits of mantissa (about 3
+#: significant digits) inside the network, and runs several times faster where the CPU
+#: multiplies bfloat16 in hardware.
+FLOAT32, BFLOAT16, AUTO = "float32", "bfloat16", "auto"
+PRECISIONS = (FLOAT32, BFLOAT16, AUTO)
+_KERAS_POLICY = {FLOAT32: "float32", BFLOAT16: "mixed_bfloat16"}  # weights stay float32
+_BFLOAT16_FLAGS = {"amx_bf16", "avx512_bf16"}  # CPU flags of native bfloat16 arithmetic
+_CPUINFO = Path("/proc/cpuinfo")
+
 _BANNER = """
 {line}
   DEMO MODE: the ImageNet weights could not be loaded ({reason}).
@@ -35,7 +45,7 @@ _BANNER = """
 {line}"""
 
 
-def load_vgg16(weights: str | None, image_size: int = 224, seed: int = 0):
+def load_vgg16(weights: str | None, image_size: int = 224, seed: int = 0, precision: str = AUTO):
     """VGG16 without its classifier, and the weights mode actually used.
 
     Args:
@@ -45,14 +55,26 @@ def load_vgg16(weights: str | None, image_size: int = 224, seed: int = 0):
             random otherwise, with a loud banner.
         image_size: side of the square input images, in pixels (32 or more).
         seed: seed of the random weights, so that a random run is reproducible and its
-            feature cache stays valid.
+            feature cache stays valid. The same seed gives the same weights in either precision.
+        precision: the arithmetic of the network, one of :data:`PRECISIONS`; see
+            :func:`resolve_precision`. :func:`precision_of` tells which one the model got.
 
     Returns:
         ``(model, mode)`` where mode is ``"imagenet"``, ``"random"`` or ``"file:<name>"``.
     """
     if image_size < 32:
         raise ValueError(f"IMAGE_SIZE must be at least 32 pixels for VGG16, got {image_size}.")
-    shape = (image_size, image_size, 3)
+    policy = _KERAS_POLICY[resolve_precision(precision)]
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)  # read by every layer as it is built
+    try:
+        return _build_vgg16(weights, (image_size, image_size, 3), seed)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)  # later models are not affected
+
+
+def _build_vgg16(weights: str | None, shape: tuple[int, int, int], seed: int):
+    """:func:`load_vgg16` under whatever Keras dtype policy is in force."""
     if weights is None:
         keras.utils.set_random_seed(seed)
         return vgg16.VGG16(weights=None, include_top=False, input_shape=shape), RANDOM
@@ -67,7 +89,7 @@ def load_vgg16(weights: str | None, image_size: int = 224, seed: int = 0):
                     'path of a weights file, or to "auto" or None for random weights.'
                 ) from error
             print(_BANNER.format(line="!" * 78, reason=f"{type(error).__name__}: {error}"))
-            return load_vgg16(None, image_size, seed)
+            return _build_vgg16(None, shape, seed)
     path = Path(weights).expanduser()
     if not path.is_file():
         raise FileNotFoundError(
@@ -76,6 +98,53 @@ def load_vgg16(weights: str | None, image_size: int = 224, seed: int = 0):
         )
     model = vgg16.VGG16(weights=str(path), include_top=False, input_shape=shape)
     return model, f"file:{path.name}"
+
+
+def resolve_precision(precision: str) -> str:
+    """The precision a run will use: ``"float32"`` or ``"bfloat16"``.
+
+    ``"auto"`` picks bfloat16 where it is both faster and faithful: on a CPU that multiplies
+    bfloat16 in hardware (Linux reports ``amx_bf16`` or ``avx512_bf16`` in ``/proc/cpuinfo``),
+    or on a GPU TensorFlow can see that has bfloat16 tensor cores (compute capability 8.0 or
+    more). Anywhere else, and whenever it cannot tell, float32: emulated bfloat16 is slower.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(
+            f"PRECISION = {precision!r} is not one of {', '.join(map(repr, PRECISIONS))}. "
+            'Use "auto" unless you want to compare the two.'
+        )
+    if precision != AUTO:
+        return precision
+    return BFLOAT16 if _gpu_has_bfloat16() or _cpu_has_bfloat16() else FLOAT32
+
+
+def _cpu_has_bfloat16() -> bool:
+    """Whether the CPU flags (Linux only) include native bfloat16 arithmetic."""
+    try:
+        text = _CPUINFO.read_text()
+    except OSError:  # not Linux, or no permission: unsure, so no
+        return False
+    flags = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    return bool(_BFLOAT16_FLAGS & set(flags.partition(":")[2].split()))
+
+
+def _gpu_has_bfloat16() -> bool:
+    """Whether every GPU TensorFlow sees has bfloat16 tensor cores (NVIDIA Ampere or newer)."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return False
+    capabilities = [
+        tf.config.experimental.get_device_details(gpu).get("compute_capability") for gpu in gpus
+    ]
+    return all(capability and capability >= (8, 0) for capability in capabilities)
+
+
+def precision_of(model: keras.Model) -> str:
+    """The precision ``model`` computes in, as :func:`load_vgg16` set it: record it in run.json."""
+    computes = {layer.compute_dtype for layer in model.layers}
+    return BFLOAT16 if "bfloat16" in computes else FLOAT32
 
 
 def cut_at_layer(model: keras.Model, layer: str) -> keras.Model:
@@ -98,7 +167,8 @@ def fingerprint(model: keras.Model) -> str:
     """A short hash of the model's architecture and weights: part of every cache key.
 
     Two random initialisations, or a different weights file, give different fingerprints, so
-    features computed by one model are never served for another.
+    features computed by one model are never served for another. The precision is not in it
+    (the same seed gives the same weights in either): :func:`cache_folder` adds it.
     """
     digest = hashlib.blake2b(digest_size=8)
     for layer in model.layers:
@@ -129,8 +199,9 @@ class Extraction:
 
 
 def cache_folder(cache_dir: str | os.PathLike, model: keras.Model, image_size: int) -> Path:
-    """The folder holding cached features of this model (architecture, weights, layer) and size."""
-    return Path(cache_dir) / f"{model.name}-{image_size}px-{fingerprint(model)}"
+    """Where features of this model (architecture, weights, layer, precision) and size live."""
+    name = f"{model.name}-{image_size}px-{precision_of(model)}-{fingerprint(model)}"
+    return Path(cache_dir) / name
 
 
 def extract_features(
