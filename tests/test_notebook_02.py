@@ -74,6 +74,7 @@ def test_ranks_flakes_skips_bad_files_and_reuses_the_cache(run, tmp_path):
     assert set(pd.read_csv(results / "near_duplicates.csv").columns) >= {"file", "nearest_file"}
     record = json.loads((results / "run.json").read_text())
     assert record["weights_mode"] == features.RANDOM and record["demo"]
+    assert record["precision"] == features.resolve_precision(features.AUTO)
     assert record["n_images"] == 12 and record["n_skipped"] == 1 and record["n_cached"] == 0
     assert record["feature_dim"] == 4 * 4 * 512  # 64 px in, 1/16 of it out
     assert record["peak_memory_mib"] > 0

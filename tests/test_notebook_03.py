@@ -97,6 +97,7 @@ def test_measures_robustness_and_writes_every_table_and_figure(run, tmp_path, ma
 
     record = json.loads((results / "run.json").read_text())
     assert record["weights_mode"] == features.RANDOM and record["demo"]
+    assert record["precision"] == features.resolve_precision(features.AUTO)
     assert record["n_images"] == N_FLAKES and record["n_skipped"] == 1
     assert record["forward_passes"] == N_FLAKES * 4 * 4  # flakes x versions x pooling turns
     assert set(record["recall_at_1"]) == {DESIGN, GAP, POOLED}

@@ -46,3 +46,10 @@ def test_load_extractor_cuts_vgg16_and_says_it_is_a_demo(tmp_path, capsys):
     assert tuple(extractor.output.shape[1:]) == (4, 4, 512)
     assert weights_mode == features.RANDOM and "random" in demo
     assert "DEMO run" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("precision", [features.FLOAT32, features.BFLOAT16])
+def test_load_extractor_builds_the_precision_asked_for(tmp_path, precision, capsys):
+    extractor, _, _ = prologue.load_extractor(None, 32, "block5_conv3", tmp_path, precision)
+    assert features.precision_of(extractor) == precision
+    assert f"precision: {precision}" in capsys.readouterr().out

@@ -34,17 +34,25 @@ def prepare_folders(
 
 
 def load_extractor(
-    weights: str | None, image_size: int, layer: str, image_dir: str | os.PathLike
+    weights: str | None,
+    image_size: int,
+    layer: str,
+    image_dir: str | os.PathLike,
+    precision: str = features.AUTO,
 ) -> tuple[keras.Model, str, str]:
     """VGG16 cut at ``layer``: ``(extractor, weights_mode, demo)``, and one line saying so.
 
     ``weights_mode`` is what :func:`features.load_vgg16` used; ``demo`` says why the run is a
-    demo ("" when it is not), for stamping figures.
+    demo ("" when it is not), for stamping figures. ``precision`` is the network's arithmetic
+    (:data:`features.PRECISIONS`); :func:`features.precision_of` tells which one it got.
     """
-    base, weights_mode = features.load_vgg16(weights, image_size)
+    base, weights_mode = features.load_vgg16(weights, image_size, precision=precision)
     extractor = features.cut_at_layer(base, layer)
     demo = runinfo.demo_reason(weights_mode, image_dir)
-    print(f"weights: {weights_mode}; {layer} output shape: {extractor.output.shape}")
+    print(
+        f"weights: {weights_mode}; precision: {features.precision_of(extractor)}; "
+        f"{layer} output shape: {extractor.output.shape}"
+    )
     if demo:
         print(f"DEMO run ({demo}): figures are stamped DEMO.")
     return extractor, weights_mode, demo
