@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from snowflake_tools import files, runinfo
+from snowflake_tools import features, files, runinfo
 
 
 def test_peak_memory_is_plausible():
@@ -13,12 +13,12 @@ def test_peak_memory_is_plausible():
 
 def test_demo_reason_names_each_cause(tmp_path):
     assert runinfo.demo_reason("imagenet", tmp_path) == ""
-    assert runinfo.demo_reason("random", tmp_path) == "random VGG16 weights"
+    assert runinfo.demo_reason(features.RANDOM, tmp_path) == "random VGG16 weights"
     row = dict(file="a.png", url="demo:plate/1", page="demo:", sha256="0", width=1, height=1)
     files.write_manifest(tmp_path, [row])
     assert runinfo.demo_reason("imagenet", tmp_path) == "synthetic demo crystals"
     assert runinfo.demo_reason(None, tmp_path) == "synthetic demo crystals"
-    assert runinfo.demo_reason("random", tmp_path) == (
+    assert runinfo.demo_reason(features.RANDOM, tmp_path) == (
         "random VGG16 weights and synthetic demo crystals"
     )
 

@@ -10,8 +10,11 @@ Modules:
     demo      -- synthetic snow crystals for offline runs (notebook 01)
     images    -- listing and robust loading of images (notebook 02)
     features  -- VGG16 feature extraction with a cache (notebook 02)
-    search    -- nearest distinct neighbours with FAISS (notebook 02)
+    prologue  -- the opening steps notebooks 02 and 03 share: folders, the cut VGG16
+    search    -- nearest distinct neighbours and k-NN scores with FAISS (notebooks 02, 03)
     plots     -- montages and result figures
+    atlas     -- the t-SNE map of every flake as a thumbnail (notebook 02)
+    report    -- the self-contained report.html (notebook 02)
     runinfo   -- demo status, peak memory and run.json
-    robustness -- copies, self-retrieval, k-NN scores and agreement (notebook 03)
+    robustness -- copies, self-retrieval, pooled features and agreement (notebook 03)
 """

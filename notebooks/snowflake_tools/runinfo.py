@@ -24,8 +24,11 @@ def demo_reason(weights_mode: str | None, image_dir: str | os.PathLike) -> str:
     loaded (then only the images are judged).
     """
     reasons = []
-    if weights_mode == "random":
-        reasons.append("random VGG16 weights")
+    if weights_mode is not None:
+        from snowflake_tools import features  # here, so notebook 01 does not load TensorFlow
+
+        if weights_mode == features.RANDOM:
+            reasons.append("random VGG16 weights")
     manifest = files.read_manifest(image_dir)
     if len(manifest) and manifest["url"].astype(str).str.startswith(demo.DEMO_PAGE).any():
         reasons.append("synthetic demo crystals")
