@@ -226,6 +226,56 @@ def _squared_distances(vectors: np.ndarray, rows: np.ndarray, others: np.ndarray
     return np.where(others >= 0, (difference**2).sum(axis=1), np.inf)
 
 
+def neighbours_table(
+    groups: np.ndarray, first_rows: np.ndarray, certified: Certified
+) -> pd.DataFrame:
+    """Spread the distinct rows' results back over all rows, copies included.
+
+    Returns columns ``nearest, distance, duplicates`` per input row, as
+    ``search.nearest_distinct_neighbours`` does, ready for ``search.rank_uniqueness``.
+    """
+    row_nearest = certified.nearest[groups]
+    return pd.DataFrame(
+        {
+            "nearest": np.where(row_nearest >= 0, first_rows[np.maximum(row_nearest, 0)], -1),
+            "distance": certified.scores[groups],
+            "duplicates": np.bincount(groups)[groups] - 1,
+        }
+    )
+
+
+def plot_certificate(approximate: np.ndarray, certified: Certified, top_n: int, demo=False):
+    """The certificate as a picture: approximate scores, the ``K`` checked, the bound.
+
+    Grey: every row's approximate score, largest first. Blue: the exact scores of the ``K``
+    rows checked. Everything right of ``K`` lies below the dashed bound, and the bound lies
+    below the ``top_n``-th exact score (solid): nothing outside can enter the top.
+    """
+    import matplotlib.pyplot as plt
+
+    from snowflake_tools import plots
+
+    order = np.argsort(-np.nan_to_num(approximate, nan=-np.inf), kind="stable")
+    shown = order[: min(len(order), 3 * certified.k_checked)]
+    figure, axis = plt.subplots(figsize=(9, 4))
+    axis.plot(np.arange(1, len(shown) + 1), approximate[shown], ".", color="0.6", ms=3,
+              label="approximate score (an over-estimate)")  # fmt: skip
+    checked = np.isin(shown, certified.exact_rows)
+    axis.plot(np.flatnonzero(checked) + 1, certified.scores[shown[checked]], ".", color="C0",
+              ms=4, label="exact score of the rows checked")  # fmt: skip
+    axis.axvline(certified.k_checked + 0.5, color="C1", lw=1, label=f"K = {certified.k_checked}")
+    if np.isfinite(certified.bound):
+        axis.axhline(certified.bound, color="C3", ls="--", lw=1,
+                     label=f"bound: largest score outside K = {certified.bound:.4g}")  # fmt: skip
+    axis.axhline(certified.top_n_exact, color="C2", lw=1,
+                 label=f"exact score of rank {top_n} = {certified.top_n_exact:.4g}")  # fmt: skip
+    axis.set(xlabel="rows, by approximate score (largest first)", ylabel="uniqueness score")
+    axis.set_title(f"Certified: nobody outside the first K can reach the top {top_n}")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    return plots.stamp_demo(figure, demo)
+
+
 @dataclasses.dataclass
 class Ranking:
     """What :func:`rank_at_scale` returns.
@@ -273,13 +323,6 @@ def rank_at_scale(
     search_seconds = time.perf_counter() - started
     certified = certify_top(distinct, nearest, scores, top_n, k_neighbours)
 
-    row_nearest = certified.nearest[groups]
-    neighbours = pd.DataFrame(
-        {
-            "nearest": np.where(row_nearest >= 0, first_rows[np.maximum(row_nearest, 0)], -1),
-            "distance": certified.scores[groups],
-            "duplicates": np.bincount(groups)[groups] - 1,
-        }
-    )
+    neighbours = neighbours_table(groups, first_rows, certified)
     ranking = Ranking(neighbours, settings, certified, len(distinct), index_seconds, search_seconds)
     return ranking, index, distinct

@@ -82,7 +82,11 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> dict:
 
 
 def _spread_over_nodes() -> dict:
-    """Place extraction actors on different nodes, so that every node's CPUs do work."""
+    """Place extraction actors on different nodes, so that every node's CPUs do work.
+
+    (Ray 2.60 warns that ``ray_remote_args_fn`` will go in 2.64 without naming a successor for
+    the scheduling strategy; revisit when the pin moves.)
+    """
     return {"scheduling_strategy": "SPREAD"}
 
 
