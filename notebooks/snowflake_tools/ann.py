@@ -31,6 +31,8 @@ IVF_CELLS_PER_SQRT_N = 4
 IVF_NPROBE = 16
 #: HNSW links per node and search breadth (kept for comparison in ``make bench-scale``).
 HNSW_LINKS, HNSW_EF_SEARCH = 32, 128
+#: Training rows per IVF cell: enough for k-means to place the cells, cheap even at 1M rows.
+IVF_TRAIN_PER_CELL = 64
 #: Queries per brute-force block: bounds the distance block held in memory.
 BLOCK_ROWS = 4096
 #: Relative float slack in the certificate: approximate and exact searches compute the same
@@ -68,12 +70,28 @@ def build_index(vectors: np.ndarray, settings: dict, seed: int = 0) -> faiss.Ind
         index.hnsw.efSearch = settings["ef_search"]
     else:
         index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dimension), dimension, settings["cells"])
-        sample = np.random.default_rng(seed).permutation(len(vectors))[: 256 * settings["cells"]]
+        sample = np.random.default_rng(seed).permutation(len(vectors))
+        sample = sample[: IVF_TRAIN_PER_CELL * settings["cells"]]
         index.cp.seed = seed
+        index.cp.max_points_per_centroid = IVF_TRAIN_PER_CELL
         index.train(vectors[np.sort(sample)])
         index.nprobe = settings["nprobe"]
     index.add(vectors)
     return index
+
+
+class BruteForce:
+    """Exact search over ``vectors`` without copying them into an index (``faiss.knn``).
+
+    Has the ``search(queries, k)`` of a FAISS index, so :func:`knn_scores` takes either.
+    """
+
+    def __init__(self, vectors: np.ndarray):
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Squared L2 distances and row numbers of each query's ``k`` nearest rows."""
+        return faiss.knn(np.ascontiguousarray(queries, dtype=np.float32), self.vectors, k)
 
 
 def knn_scores(
@@ -82,7 +100,8 @@ def knn_scores(
     """Each query's nearest other row and mean squared L2 distance to its ``k`` nearest others.
 
     Args:
-        index: an index holding ``vectors`` (all rows distinct), searched batch by batch.
+        index: an index holding ``vectors`` (all rows distinct), or :class:`BruteForce`;
+            searched a block of queries at a time.
         vectors: the indexed rows, float32 ``(n, d)``.
         queries: row numbers to score, int array.
         k: neighbours to average over; a row with fewer distinct others uses those it has.
@@ -165,8 +184,7 @@ def certify_top(
     n = len(vectors)
     top_n = max(1, min(top_n, n))
     nearest, scores = nearest.copy(), np.asarray(scores, dtype=np.float64).copy()
-    exact_index = faiss.IndexFlatL2(vectors.shape[1])
-    exact_index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    exact_index = BruteForce(vectors)
     exact = np.zeros(n, dtype=bool)
     k_checked = min(n, start_k or max(100, 2 * top_n))
     rounds = 0
@@ -210,9 +228,7 @@ def recall_at_1(
     n = len(vectors)
     rng = np.random.default_rng(seed)
     sample = np.arange(n) if n <= sample_size else np.sort(rng.choice(n, sample_size, False))
-    exact_index = faiss.IndexFlatL2(vectors.shape[1])
-    exact_index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-    exact_nearest, _ = knn_scores(exact_index, vectors, sample, 1)
+    exact_nearest, _ = knn_scores(BruteForce(vectors), vectors, sample, 1)
     found = approximate_nearest[sample]
     exact_distance = _squared_distances(vectors, sample, exact_nearest)
     found_distance = _squared_distances(vectors, sample, found)

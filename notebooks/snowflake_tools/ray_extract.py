@@ -248,7 +248,9 @@ def extract_to_shards(
     if len(todo):
         pool_size = actors or sum(node["Alive"] for node in ray.nodes())
         temporary = folder / f".incomplete-{uuid.uuid4().hex}"
-        blocks = max(1, math.ceil(len(todo) / (batch_size * BATCHES_PER_BLOCK)))
+        # At least two blocks per actor, so that no actor (and no node) sits idle.
+        blocks = max(2 * pool_size, math.ceil(len(todo) / (batch_size * BATCHES_PER_BLOCK)))
+        blocks = min(len(todo), blocks)
         written = ray.data.from_items(
             todo.to_dict("records"), override_num_blocks=blocks
         ).map_batches(
