@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from common import RESULT_PREFIX, log
 
-from snowflake_tools import ann, demo, features, images, ray_extract, runinfo, search
+from snowflake_tools import ann, runinfo, search
 
 TOP_N = 100
 RECALL_SAMPLE = 1000
@@ -140,6 +140,9 @@ def run_child(arguments: list[str]) -> dict:
 
 def extraction_cases(n_images: int, image_size: int, folder: Path) -> dict:
     """Images/s of ``extract_features`` in one process, of Ray Data locally and on two nodes."""
+    # Imported here, not at the top: the search children must not carry TensorFlow's memory.
+    from snowflake_tools import demo, features, images, ray_extract
+
     image_dir = folder / "images"
     demo.make_demo_set(image_dir, count=n_images, side=256, progress=False)
     paths = images.list_images(image_dir)
