@@ -35,6 +35,9 @@ LOOPBACK_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 ACTOR_CPUS = 1
 #: Rows per Ray Data block: several batches, so that work spreads over actors and nodes.
 BATCHES_PER_BLOCK = 4
+#: Seconds to wait for every extraction actor to start before giving up with an error (a
+#: cluster without the CPUs for them would otherwise wait forever).
+ACTOR_START_TIMEOUT_S = 600
 #: Shard columns, in order.
 COLUMNS = ("file", "sha256", "vector", "error", "node")
 
@@ -247,10 +250,15 @@ def extract_to_shards(
     work_by_node: dict = {}
     if len(todo):
         pool_size = actors or sum(node["Alive"] for node in ray.nodes())
+        # Start the whole pool before the first batch, so that a quick first actor cannot take
+        # all the work and a node that cannot host an actor is an error, not a hang.
+        ray.data.DataContext.get_current().wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
         temporary = folder / f".incomplete-{uuid.uuid4().hex}"
-        # At least two blocks per actor, so that no actor (and no node) sits idle.
+        # At least two blocks per actor, so that no actor (and no node) sits idle; Ray Data
+        # bundles blocks up to a batch, so a small set also needs smaller batches.
         blocks = max(2 * pool_size, math.ceil(len(todo) / (batch_size * BATCHES_PER_BLOCK)))
         blocks = min(len(todo), blocks)
+        batch_size = max(1, min(batch_size, len(todo) // blocks))
         written = ray.data.from_items(
             todo.to_dict("records"), override_num_blocks=blocks
         ).map_batches(
