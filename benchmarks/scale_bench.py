@@ -166,6 +166,7 @@ def extraction_cases(n_images: int, image_size: int, folder: Path) -> dict:
     finally:
         ray_extract.stop_ray()
     cases["ray_local"] = {"seconds": run.seconds, "images_per_second": len(paths) / run.seconds,
+                          "hash_seconds": run.hash_seconds,
                           "rows_per_node": list(run.work_by_node.values())}  # fmt: skip
     cases["ratio_local_to_one_process"] = one_process / run.seconds
     # What Ray adds beyond the same work done in one process: a roughly fixed cost per run.
@@ -259,7 +260,7 @@ def main() -> None:
         args.sizes, args.images, args.image_size = "3000", 6, 32
 
     search_results = []
-    for n in [int(size) for size in args.sizes.split(",")]:
+    for n in [int(size) for size in args.sizes.split(",") if size]:
         for kind, largest in KINDS.items():
             if n <= largest or args.quick:
                 log(f"search: n = {n:,}, {kind}")

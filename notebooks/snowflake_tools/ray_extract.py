@@ -26,7 +26,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from snowflake_tools import features, files, images, pooling
+from snowflake_tools import files, images, pooling
+
+# ``features`` (TensorFlow) is imported where a model is built, not here: the hashing tasks
+# import this module in fresh worker processes and would each pay seconds for TensorFlow.
 
 #: Ray's switch that keeps a local instance on the loopback address (read when Ray is imported).
 LOOPBACK_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -112,6 +115,8 @@ class FeatureExtractor:
     """
 
     def __init__(self, model_settings: dict, layer: str, pooling_kind: str, expected_fingerprint):
+        from snowflake_tools import features
+
         base, _ = features.load_vgg16(**model_settings)
         self.extractor = features.cut_at_layer(base, layer)
         if features.fingerprint(self.extractor) != expected_fingerprint:
@@ -127,6 +132,8 @@ class FeatureExtractor:
     def __call__(self, batch: dict) -> pa.Table:
         """Features of one batch of ``path, file, sha256`` rows, as a shard table."""
         import ray
+
+        from snowflake_tools import features
 
         pixels, errors = [], []
         for path in batch["path"]:
@@ -176,6 +183,8 @@ def shard_folder(results_dir: str | os.PathLike, extractor, image_size: int, poo
     Features of other weights, layers, sizes or poolings live in other folders, so a shard is
     never read for a model that did not write it.
     """
+    from snowflake_tools import features
+
     key = f"{extractor.name}-{image_size}px-{pooling_kind}-{features.fingerprint(extractor)}"
     return Path(results_dir) / "scale" / "features" / key
 
@@ -197,6 +206,7 @@ class ShardRun:
         n_extracted: images run through the network in this run (copies count once).
         n_known: images whose content was already in the shards.
         work_by_node: rows written in this run per Ray node id.
+        hash_seconds: wall time of listing and hashing the files.
         seconds: wall time, hashing included.
     """
 
@@ -204,6 +214,7 @@ class ShardRun:
     n_extracted: int
     n_known: int
     work_by_node: dict
+    hash_seconds: float
     seconds: float
 
 
@@ -244,6 +255,7 @@ def extract_to_shards(
         .to_pandas()
     )
     listing = listing.set_index("file").loc[[item["file"] for item in items]].reset_index()
+    hash_seconds = time.perf_counter() - started
     known = set(read_shards(folder, ["sha256"]).column("sha256").to_pylist())
     readable = listing["sha256"] != ""  # "" = the file itself could not be opened
     todo = listing[readable & ~listing["sha256"].isin(known)].drop_duplicates("sha256")
@@ -283,6 +295,7 @@ def extract_to_shards(
         n_extracted=len(todo),
         n_known=int(listing["sha256"].isin(known).sum()),
         work_by_node=work_by_node,
+        hash_seconds=hash_seconds,
         seconds=time.perf_counter() - started,
     )
 
