@@ -39,6 +39,8 @@ RECALL_SAMPLE = 1000
 FULL_BRUTE_FORCE_MAX = 100_000
 #: Indexes timed per size: flat only where brute force is affordable, HNSW for the comparison.
 KINDS = {"flat": FULL_BRUTE_FORCE_MAX, "ivf": 10**9, "hnsw": FULL_BRUTE_FORCE_MAX}
+#: Queries timed to project brute force beyond FULL_BRUTE_FORCE_MAX rows.
+PROJECTION_QUERIES = 1024
 
 
 def synthetic_rows(n: int, d: int = 512, seed: int = 0) -> np.ndarray:
@@ -71,7 +73,7 @@ def exact_scores(vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return ann.knn_scores(ann.BruteForce(vectors), vectors, rows, 1)[1]
 
 
-def search_case(n: int, kind: str) -> dict:
+def search_case(n: int, kind: str, full_brute_force_max: int = FULL_BRUTE_FORCE_MAX) -> dict:
     """One size and index kind, in this (child) process: the numbers of the search table."""
     rows = synthetic_rows(n)
     started = time.perf_counter()
@@ -99,7 +101,7 @@ def search_case(n: int, kind: str) -> dict:
         "K": certified.k_checked, "certify_rounds": certified.rounds,
         "total_seconds": total, "recall_at_1": recall, "recall_sample": sampled,
     }  # fmt: skip
-    if len(distinct) <= FULL_BRUTE_FORCE_MAX:
+    if len(distinct) <= full_brute_force_max:
         started = time.perf_counter()
         exact = exact_scores(distinct, np.arange(len(distinct)))
         result["brute_force_seconds"] = time.perf_counter() - started
@@ -112,7 +114,8 @@ def search_case(n: int, kind: str) -> dict:
     else:
         # Time exact search on blocks of queries and project; check the candidates' exact
         # scores (the certificate's) against a fresh brute force of the top.
-        block = np.random.default_rng(1).choice(len(distinct), 2 * ann.BLOCK_ROWS, False)
+        queries = min(PROJECTION_QUERIES, len(distinct))
+        block = np.random.default_rng(1).choice(len(distinct), queries, False)
         started = time.perf_counter()
         exact_scores(distinct, block)
         per_query = (time.perf_counter() - started) / len(block)
@@ -250,21 +253,31 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--no-extraction", action="store_true")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for the test")
+    parser.add_argument(
+        "--full-brute-force-max",
+        type=int,
+        default=FULL_BRUTE_FORCE_MAX,
+        help="largest n checked against a full brute force (beyond: projected)",
+    )
     parser.add_argument("--child-search", nargs=2, metavar=("N", "KIND"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_search:
-        result = search_case(int(args.child_search[0]), args.child_search[1])
+        n, kind = int(args.child_search[0]), args.child_search[1]
+        result = search_case(n, kind, args.full_brute_force_max)
         print(RESULT_PREFIX + json.dumps(result), flush=True)
         return
     if args.quick:
-        args.sizes, args.images, args.image_size = "3000", 6, 32
+        # Two sizes, so that both the full and the projected brute force run.
+        args.sizes, args.images, args.image_size = "1500,3000", 6, 32
+        args.full_brute_force_max = 2000
 
     search_results = []
     for n in [int(size) for size in args.sizes.split(",") if size]:
         for kind, largest in KINDS.items():
             if n <= largest or args.quick:
                 log(f"search: n = {n:,}, {kind}")
-                search_results.append(run_child(["--child-search", str(n), kind]))
+                limit = ["--full-brute-force-max", str(args.full_brute_force_max)]
+                search_results.append(run_child(["--child-search", str(n), kind, *limit]))
     extraction = {}
     if not args.no_extraction:
         with tempfile.TemporaryDirectory() as folder:

@@ -26,7 +26,8 @@ def test_quick_scale_bench_writes_markdown_and_json(tmp_path):
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
     record = json.loads(out.with_suffix(".json").read_text())
     kinds = [row["index"]["kind"] for row in record["search"]]
-    assert kinds == ["flat", "ivf", "hnsw"]
+    assert kinds == ["flat", "ivf", "hnsw"] * 2
+    assert [row["brute_force_projected"] for row in record["search"]] == [False] * 3 + [True] * 3
     for row in record["search"]:
         assert row["top_equals_brute_force"] is True
         assert row["K"] >= 100 and 0.0 <= row["recall_at_1"] <= 1.0
