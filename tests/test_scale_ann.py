@@ -53,6 +53,7 @@ def test_certified_top_n_equals_brute_force_despite_forced_misses(k):
     assert top["nearest_file"].tolist() == exact.head(20)["nearest_file"].tolist()
     np.testing.assert_allclose(top["distance"], exact.head(20)["distance"], rtol=1e-5)
     assert ranking.certified.bound < ranking.certified.top_n_exact
+    assert ranking.certified.holds
     assert ranking.certified.k_checked >= 20
     # Outside the exact rows, scores are over-estimates, never under-estimates.
     merged = table.merge(exact, on="file", suffixes=("", "_exact"))
@@ -159,3 +160,11 @@ def test_rank_at_scale_handles_all_copies():
     ranking, _, _ = ann.rank_at_scale(rows, top_n=2)
     assert (ranking.neighbours["nearest"] == -1).all()
     assert pd.isna(ranking.neighbours["distance"]).all()
+
+
+def test_a_certificate_whose_bound_reaches_the_top_does_not_hold():
+    scores = np.array([3.0, 2.0, 1.0, 1.0])
+    record = dict(nearest=np.zeros(4), scores=scores, exact_rows=np.arange(2), rounds=1, seconds=0)
+    assert not ann.Certified(**record, k_checked=2, bound=2.0, top_n_exact=2.0).holds
+    assert ann.Certified(**record, k_checked=2, bound=1.0, top_n_exact=2.0).holds
+    assert ann.Certified(**record, k_checked=4, bound=-np.inf, top_n_exact=1.0).holds

@@ -156,6 +156,12 @@ class Certified:
     top_n_exact: float
     seconds: float
 
+    @property
+    def holds(self) -> bool:
+        """Whether the certificate holds: every row checked, or the bound below the top-N."""
+        everything = self.k_checked >= len(self.scores)
+        return bool(everything or self.bound * (1 + FLOAT_SLACK) < self.top_n_exact)
+
 
 def certify_top(
     vectors: np.ndarray,
