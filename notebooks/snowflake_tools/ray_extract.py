@@ -59,9 +59,9 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> dict:
     if address is None:
         os.environ[LOOPBACK_SWITCH] = "0"  # before the import: Ray reads it once
         # Workers start from the raylet this process launches and inherit its environment.
-        os.environ["PYTHONPATH"] = os.pathsep.join(
-            [str(_PACKAGE_DIR.parent)] + [p for p in [os.environ.get("PYTHONPATH")] if p]
-        )
+        search_path = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        if str(_PACKAGE_DIR.parent) not in search_path:
+            os.environ["PYTHONPATH"] = os.pathsep.join([str(_PACKAGE_DIR.parent), *search_path])
     import ray
 
     if address is None and getattr(ray._private.ray_constants, "ENABLE_RAY_CLUSTER", False):
