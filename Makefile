@@ -8,8 +8,10 @@ STAMP := $(VENV)/.installed
 RESULTS := results
 # Notebooks in reading order; `make run` executes them in this order.
 NOTEBOOKS := 01_download_snowflakes 02_most_unique_snowflake 03_how_robust_is_uniqueness
+NOTEBOOKS += 04_a_million_snowflakes
 
 .PHONY: setup run test lab bench lint format clean distclean
+.PHONY: bench-scale
 
 setup: $(STAMP)
 
@@ -42,6 +44,11 @@ lab: $(STAMP)
 bench: $(STAMP)
 	mkdir -p $(RESULTS)
 	$(BIN)/python benchmarks/run.py --out $(RESULTS)/bench.md
+
+# Search at 10k, 100k and 1M synthetic rows, and Ray Data extraction (notebook 04, README "At scale").
+bench-scale: $(STAMP)
+	mkdir -p $(RESULTS)
+	$(BIN)/python benchmarks/scale_bench.py --out $(RESULTS)/bench_scale.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check notebooks tests benchmarks

@@ -134,3 +134,14 @@ def test_unreadable_file_gives_a_grey_thumbnail(tmp_path):
 def test_select_rows_keeps_the_callers_order():
     ranking = pd.DataFrame({"rank": [1, 2], "file": ["a", "b"], "distance": [2.0, 1.0]})
     assert atlas.select_rows(ranking, ["b", "a"])["rank"].tolist() == [2, 1]
+
+
+def test_files_to_show_keeps_the_must_show_first_then_samples_the_rest():
+    ranking = pd.DataFrame({"file": [f"f{i}.png" for i in range(50)]})
+    shown = atlas.files_to_show(ranking, ["f7.png", "f3.png", "f7.png"], 10, seed=1)
+    assert shown[:2] == ["f7.png", "f3.png"] and len(shown) == len(set(shown)) == 10
+    assert set(shown) <= set(ranking["file"])
+    assert shown == atlas.files_to_show(ranking, ["f7.png", "f3.png"], 10, seed=1)
+    assert shown != atlas.files_to_show(ranking, ["f7.png", "f3.png"], 10, seed=2)
+    assert atlas.files_to_show(ranking, ["f1.png"], 500)[0] == "f1.png"
+    assert len(atlas.files_to_show(ranking, ["f1.png"], 500)) == 50

@@ -132,6 +132,21 @@ def select_rows(ranking: pd.DataFrame, files: Sequence[str]) -> pd.DataFrame:
     return indexed.loc[list(files)].reset_index(drop=True)
 
 
+def files_to_show(
+    ranking: pd.DataFrame, must_show: Sequence[str], n: int, seed: int = 0
+) -> list[str]:
+    """``must_show`` (once each, in order), then a random sample of the other ranked files.
+
+    ``n`` files in all, or more when ``must_show`` alone is longer. Notebook 04 maps a readable
+    part of a large collection: its top flakes, their look-alikes and a sample of the rest.
+    The same ``seed`` gives the same sample.
+    """
+    chosen = list(dict.fromkeys(must_show))
+    others = ranking.loc[~ranking["file"].isin(chosen), "file"]
+    sample = others.sample(min(max(0, n - len(chosen)), len(others)), random_state=seed)
+    return chosen + sample.tolist()
+
+
 def stacks(positions: np.ndarray) -> np.ndarray:
     """Label rows that share exactly one position (exact copies): int array, one per row."""
     return np.unique(np.asarray(positions), axis=0, return_inverse=True)[1].reshape(-1)

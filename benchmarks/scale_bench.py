@@ -1,0 +1,292 @@
+"""``make bench-scale``: uniqueness at 10k, 100k and 1M rows, and extraction on Ray Data.
+
+Search: synthetic 512-value rows shaped like pooled VGG16 features (non-negative before
+normalising, clustered, unit length) with planted outliers and groups of exact copies. Each
+size runs in a child process, so that its peak memory is its own. Per size and index: build,
+full search, certification (``K`` reached), recall@1 on sampled rows, and the certified top-100
+against exact brute force (in full up to 100,000 rows; beyond, brute force is timed on blocks
+of queries and projected).
+
+Extraction: ``features.extract_features`` in this process against the Ray Data pipeline of
+notebook 04 on a local Ray, and on a two-node Ray cluster started on this machine (every node
+must do work). Every Ray process listens on 127.0.0.1 only and is shut down here.
+
+``--quick`` runs everything small (a test uses it); the numbers are then meaningless.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before Ray is imported: loopback only
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from common import RESULT_PREFIX, log
+
+from snowflake_tools import ann, runinfo, search
+
+TOP_N = 100
+RECALL_SAMPLE = 1000
+#: Above this many rows, exact brute force is projected from timed blocks instead of run.
+FULL_BRUTE_FORCE_MAX = 100_000
+#: Indexes timed per size: flat only where brute force is affordable, HNSW for the comparison.
+KINDS = {"flat": FULL_BRUTE_FORCE_MAX, "ivf": 10**9, "hnsw": FULL_BRUTE_FORCE_MAX}
+#: Queries timed to project brute force beyond FULL_BRUTE_FORCE_MAX rows.
+PROJECTION_QUERIES = 1024
+
+
+def synthetic_rows(n: int, d: int = 512, seed: int = 0) -> np.ndarray:
+    """``n`` rows like pooled features: sparse non-negative clusters, outliers, exact copies.
+
+    About ``sqrt(n)`` clusters of different spread; 0.1 % of rows are outliers drawn far from
+    every cluster; 1 % of rows are exact copies of other rows (groups of 2 to 4).
+    """
+    rng = np.random.default_rng(seed)
+    clusters = max(2, int(np.sqrt(n)))
+    centres = rng.gamma(0.6, 1.0, (clusters, d)).astype(np.float32)
+    spread = rng.uniform(0.2, 0.6, clusters).astype(np.float32)
+    rows = np.empty((n, d), dtype=np.float32)
+    for start in range(0, n, 100_000):  # in blocks: the noise would double peak memory
+        stop = min(n, start + 100_000)
+        label = rng.integers(0, clusters, stop - start)
+        noise = rng.standard_normal((stop - start, d), dtype=np.float32)
+        rows[start:stop] = np.maximum(centres[label] + spread[label, None] * noise, 0)
+    outliers = rng.choice(n, max(1, n // 1000), replace=False)
+    rows[outliers] = rng.gamma(0.6, 2.0, (len(outliers), d))
+    rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+    copies = rng.choice(n, max(2, n // 100), replace=False)
+    for group in np.array_split(copies, max(1, len(copies) // 3)):
+        rows[group[1:]] = rows[group[0]]
+    return rows
+
+
+def exact_scores(vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Exact nearest-distinct-neighbour distance of ``rows`` by brute force."""
+    return ann.knn_scores(ann.BruteForce(vectors), vectors, rows, 1)[1]
+
+
+def search_case(n: int, kind: str, full_brute_force_max: int = FULL_BRUTE_FORCE_MAX) -> dict:
+    """One size and index kind, in this (child) process: the numbers of the search table."""
+    rows = synthetic_rows(n)
+    started = time.perf_counter()
+    groups, first_rows, distinct = search.group_copies(rows)
+    del rows
+    copies_seconds = time.perf_counter() - started
+    settings = ann.choose_index(len(distinct), kind)
+    started = time.perf_counter()
+    index = ann.build_index(distinct, settings)
+    build_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    nearest, scores = ann.knn_scores(index, distinct, np.arange(len(distinct)), 1)
+    search_seconds = time.perf_counter() - started
+    del index
+    certified = ann.certify_top(distinct, nearest, scores, TOP_N)
+    total = copies_seconds + build_seconds + search_seconds + certified.seconds
+    recall, sampled = ann.recall_at_1(distinct, nearest, RECALL_SAMPLE)
+    top = np.argsort(-certified.scores, kind="stable")[:TOP_N]
+
+    result = {
+        "n": n, "n_distinct": len(distinct), "index": settings,
+        "copies_seconds": copies_seconds, "build_seconds": build_seconds,
+        "search_seconds": search_seconds, "certify_seconds": certified.seconds,
+        "K": certified.k_checked, "certify_rounds": certified.rounds,
+        "total_seconds": total, "recall_at_1": recall, "recall_sample": sampled,
+    }  # fmt: skip
+    if len(distinct) <= full_brute_force_max:
+        started = time.perf_counter()
+        exact = exact_scores(distinct, np.arange(len(distinct)))
+        result["brute_force_seconds"] = time.perf_counter() - started
+        result["brute_force_projected"] = False
+        exact_top = np.argsort(-exact, kind="stable")[:TOP_N]
+        result["top_equals_brute_force"] = bool(
+            np.array_equal(top, exact_top)
+            and np.allclose(certified.scores[top], exact[exact_top], rtol=1e-5)
+        )
+    else:
+        # Time exact search on blocks of queries and project; check the candidates' exact
+        # scores (the certificate's) against a fresh brute force of the top.
+        queries = min(PROJECTION_QUERIES, len(distinct))
+        block = np.random.default_rng(1).choice(len(distinct), queries, False)
+        started = time.perf_counter()
+        exact_scores(distinct, block)
+        per_query = (time.perf_counter() - started) / len(block)
+        result["brute_force_seconds"] = per_query * len(distinct)
+        result["brute_force_projected"] = True
+        result["top_equals_brute_force"] = bool(
+            np.allclose(certified.scores[top], exact_scores(distinct, top), rtol=1e-5)
+        )
+    result["speedup"] = result["brute_force_seconds"] / total
+    result["peak_memory_mib"] = runinfo.peak_memory_mib()
+    del groups
+    return result
+
+
+def run_child(arguments: list[str]) -> dict:
+    """Run this script with ``arguments`` in a fresh process; return its JSON result."""
+    completed = subprocess.run(
+        [sys.executable, __file__, *arguments], capture_output=True, text=True, check=False
+    )
+    for line in completed.stdout.splitlines():
+        if line.startswith(RESULT_PREFIX):
+            return json.loads(line[len(RESULT_PREFIX) :])
+    raise RuntimeError(f"{arguments} failed:\n{completed.stdout[-3000:]}{completed.stderr[-3000:]}")
+
+
+def extraction_cases(n_images: int, image_size: int, folder: Path) -> dict:
+    """Images/s of ``extract_features`` in one process, of Ray Data locally and on two nodes."""
+    # Imported here, not at the top: the search children must not carry TensorFlow's memory.
+    from snowflake_tools import demo, features, images, ray_extract
+
+    image_dir = folder / "images"
+    demo.make_demo_set(image_dir, count=n_images, side=256, progress=False)
+    paths = images.list_images(image_dir)
+    base, _ = features.load_vgg16(None, image_size)
+    extractor = features.cut_at_layer(base, "block5_conv3")
+    arguments = dict(
+        model_settings={"weights": None, "image_size": image_size},
+        layer="block5_conv3",
+        pooling_kind="gap",
+        expected_fingerprint=features.fingerprint(extractor),
+    )
+    log(f"extraction: {len(paths)} images at {image_size} px in one process")
+    one_process = features.extract_features(extractor, paths, progress=False).seconds
+    cases = {"n_images": len(paths), "image_size": image_size}
+    cases["one_process"] = {"seconds": one_process, "images_per_second": len(paths) / one_process}
+
+    log("extraction: Ray Data, local")
+    ray_extract.start_ray(None)
+    try:
+        run = ray_extract.extract_to_shards(paths, image_dir, folder / "local", arguments)
+    finally:
+        ray_extract.stop_ray()
+    cases["ray_local"] = {"seconds": run.seconds, "images_per_second": len(paths) / run.seconds,
+                          "hash_seconds": run.hash_seconds,
+                          "rows_per_node": list(run.work_by_node.values())}  # fmt: skip
+    cases["ratio_local_to_one_process"] = one_process / run.seconds
+    # What Ray adds beyond the same work done in one process: a roughly fixed cost per run.
+    cases["ray_local_added_seconds"] = run.seconds - one_process
+
+    log("extraction: Ray Data, two-node cluster on this machine")
+    from ray.cluster_utils import Cluster
+
+    cpus = max(1, (os.cpu_count() or 2) // 2)
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": cpus + 1, "include_dashboard": False}
+    )
+    try:
+        cluster.add_node(num_cpus=cpus + 1)
+        cluster.wait_for_nodes()
+        info = ray_extract.start_ray(cluster.address)
+        run = ray_extract.extract_to_shards(paths, image_dir, folder / "cluster", arguments)
+    finally:
+        ray_extract.stop_ray()
+        cluster.shutdown()
+    cases["ray_two_nodes"] = {
+        "seconds": run.seconds, "images_per_second": len(paths) / run.seconds,
+        "nodes": info["nodes"], "rows_per_node": list(run.work_by_node.values()),
+        "every_node_worked": len(run.work_by_node) == info["nodes"],
+    }  # fmt: skip
+    return cases
+
+
+def report(search_results: list[dict], extraction: dict) -> str:
+    """The Markdown report."""
+    lines = [
+        "# Scale benchmark (notebook 04)",
+        "",
+        f"Machine: {os.cpu_count()} logical CPUs. Synthetic 512-value unit rows (clustered, "
+        f"outliers, 1 % exact copies); top-{TOP_N} certified exact; recall@1 on "
+        f"{RECALL_SAMPLE:,} sampled rows. Brute force marked * is projected from timed blocks.",
+        "",
+        "| n | index | build s | search s | certify s | K | total s | recall@1 | peak MiB "
+        "| brute force s | speed-up | top = brute force |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in search_results:
+        star = "*" if r["brute_force_projected"] else ""
+        settings = ", ".join(f"{key}={value}" for key, value in r["index"].items() if key != "kind")
+        lines.append(
+            f"| {r['n']:,} | {r['index']['kind']} {settings} | {r['build_seconds']:.1f} | "
+            f"{r['search_seconds']:.1f} | {r['certify_seconds']:.1f} | {r['K']:,} | "
+            f"{r['total_seconds']:.1f} | {r['recall_at_1']:.3f} | {r['peak_memory_mib']:,.0f} | "
+            f"{r['brute_force_seconds']:.1f}{star} | {r['speedup']:.1f}× | "
+            f"{'yes' if r['top_equals_brute_force'] else 'NO'} |"
+        )
+    if extraction:
+        one, local, two = (extraction[k] for k in ["one_process", "ray_local", "ray_two_nodes"])
+        lines += [
+            "",
+            f"## Extraction: {extraction['n_images']} images at {extraction['image_size']} px "
+            "(GAP features)",
+            "",
+            "| pipeline | seconds | images/s | rows per node |",
+            "|---|---|---|---|",
+            f"| extract_features, one process | {one['seconds']:.1f} | "
+            f"{one['images_per_second']:.2f} | |",
+            f"| Ray Data, local | {local['seconds']:.1f} | {local['images_per_second']:.2f} | "
+            f"{local['rows_per_node']} |",
+            f"| Ray Data, two nodes on this machine | {two['seconds']:.1f} | "
+            f"{two['images_per_second']:.2f} | {two['rows_per_node']} |",
+            "",
+            f"Ray Data local / one process: {extraction['ratio_local_to_one_process']:.2f}. "
+            f"Ray adds {extraction['ray_local_added_seconds']:.0f} s per run (hashing the files, "
+            "starting an actor with its own TensorFlow and model), a cost that does not grow "
+            "with the number of images.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("results/bench_scale.md"))
+    parser.add_argument("--sizes", default="10000,100000,1000000", help="rows, comma-separated")
+    parser.add_argument("--images", type=int, default=200, help="images for the extraction")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--no-extraction", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, for the test")
+    parser.add_argument(
+        "--full-brute-force-max",
+        type=int,
+        default=FULL_BRUTE_FORCE_MAX,
+        help="largest n checked against a full brute force (beyond: projected)",
+    )
+    parser.add_argument("--child-search", nargs=2, metavar=("N", "KIND"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child_search:
+        n, kind = int(args.child_search[0]), args.child_search[1]
+        result = search_case(n, kind, args.full_brute_force_max)
+        print(RESULT_PREFIX + json.dumps(result), flush=True)
+        return
+    if args.quick:
+        # Two sizes, so that both the full and the projected brute force run.
+        args.sizes, args.images, args.image_size = "1500,3000", 6, 32
+        args.full_brute_force_max = 2000
+
+    search_results = []
+    for n in [int(size) for size in args.sizes.split(",") if size]:
+        for kind, largest in KINDS.items():
+            if n <= largest or args.quick:
+                log(f"search: n = {n:,}, {kind}")
+                limit = ["--full-brute-force-max", str(args.full_brute_force_max)]
+                search_results.append(run_child(["--child-search", str(n), kind, *limit]))
+    extraction = {}
+    if not args.no_extraction:
+        with tempfile.TemporaryDirectory() as folder:
+            extraction = extraction_cases(args.images, args.image_size, Path(folder))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report(search_results, extraction))
+    record = {"search": search_results, "extraction": extraction}
+    args.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    log(f"wrote {args.out} and {args.out.with_suffix('.json')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,350 @@
+"""Uniqueness at scale: a FAISS index chosen by size, and an exact top-N that is certified.
+
+Notebook 04, steps 4 and 5, explain the ideas; this module runs them for any number of rows.
+
+An approximate index (IVF, HNSW) may miss a flake's true nearest neighbour, but whatever it
+returns is a real other flake, so its distance can only be *larger* than the exact one: an
+approximate score over-estimates uniqueness, never under-estimates it. :func:`certify_top`
+turns that one-sided error into a guarantee for the top of the ranking.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import faiss
+import numpy as np
+import pandas as pd
+
+from snowflake_tools import search
+
+#: Index kinds the notebook's ``INDEX`` parameter accepts.
+INDEX_KINDS = ("auto", "flat", "ivf", "hnsw")
+#: Up to this many distinct rows ``"auto"`` keeps exact search: its n^2 work is still seconds
+#: (10,000 rows of 512 values: 2-4 s on 2 cores, hardly slower than IVF; make bench-scale).
+FLAT_MAX_ROWS = 20_000
+#: IVF cells per square root of the row count, and the cells searched per query. Measured on
+#: clustered 512-value rows at 100,000: nprobe 4 finds 97 % of nearest neighbours, 8 all of
+#: them, at a cost that grows with nprobe; 8 keeps 1,000,000 rows within minutes on 2 cores.
+IVF_CELLS_PER_SQRT_N = 4
+IVF_NPROBE = 8
+#: HNSW links per node and search breadth (kept for comparison in ``make bench-scale``).
+HNSW_LINKS, HNSW_EF_SEARCH = 32, 128
+#: Training rows per IVF cell: enough for k-means to place the cells, cheap even at 1M rows.
+IVF_TRAIN_PER_CELL = 64
+#: Queries per brute-force block: bounds the distance block held in memory.
+BLOCK_ROWS = 4096
+#: Relative float slack in the certificate: approximate and exact searches compute the same
+#: distance in different orders, which may differ in the last bits.
+FLOAT_SLACK = 1e-5
+
+
+def choose_index(n_rows: int, kind: str = "auto", nprobe: int | None = None) -> dict:
+    """The index settings for ``n_rows`` distinct rows: ``{"kind": ..., <its settings>}``.
+
+    ``"auto"`` picks ``"flat"`` (exact) up to :data:`FLAT_MAX_ROWS` rows and ``"ivf"`` beyond;
+    ``"flat"``, ``"ivf"`` and ``"hnsw"`` force one. ``nprobe`` overrides IVF's cells per query.
+    """
+    if kind not in INDEX_KINDS:
+        raise ValueError(f"INDEX must be one of {', '.join(map(repr, INDEX_KINDS))}, got {kind!r}.")
+    if kind == "auto":
+        kind = "flat" if n_rows <= FLAT_MAX_ROWS else "ivf"
+    if kind == "flat":
+        return {"kind": "flat"}
+    if kind == "hnsw":
+        return {"kind": "hnsw", "links": HNSW_LINKS, "ef_search": HNSW_EF_SEARCH}
+    # k-means wants about 39 training rows per cell; fewer cells than that would be noise.
+    cells = max(1, min(round(IVF_CELLS_PER_SQRT_N * math.sqrt(n_rows)), n_rows // 39))
+    return {"kind": "ivf", "cells": cells, "nprobe": min(cells, nprobe or IVF_NPROBE)}
+
+
+def build_index(vectors: np.ndarray, settings: dict, seed: int = 0) -> faiss.Index:
+    """A FAISS index of ``vectors`` (float32, one row each) built as ``settings`` say."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    dimension = vectors.shape[1]
+    if settings["kind"] == "flat":
+        index = faiss.IndexFlatL2(dimension)
+    elif settings["kind"] == "hnsw":
+        index = faiss.IndexHNSWFlat(dimension, settings["links"])
+        index.hnsw.efSearch = settings["ef_search"]
+    else:
+        index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dimension), dimension, settings["cells"])
+        sample = np.random.default_rng(seed).permutation(len(vectors))
+        sample = sample[: IVF_TRAIN_PER_CELL * settings["cells"]]
+        index.cp.seed = seed
+        index.cp.max_points_per_centroid = IVF_TRAIN_PER_CELL
+        index.train(vectors[np.sort(sample)])
+        index.nprobe = settings["nprobe"]
+    index.add(vectors)
+    return index
+
+
+class BruteForce:
+    """Exact search over ``vectors`` without copying them into an index (``faiss.knn``).
+
+    Has the ``search(queries, k)`` of a FAISS index, so :func:`knn_scores` takes either.
+    """
+
+    def __init__(self, vectors: np.ndarray):
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Squared L2 distances and row numbers of each query's ``k`` nearest rows."""
+        return faiss.knn(np.ascontiguousarray(queries, dtype=np.float32), self.vectors, k)
+
+
+def knn_scores(
+    index: faiss.Index, vectors: np.ndarray, queries: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's nearest other row and mean squared L2 distance to its ``k`` nearest others.
+
+    Args:
+        index: an index holding ``vectors`` (all rows distinct), or :class:`BruteForce`;
+            searched a block of queries at a time.
+        vectors: the indexed rows, float32 ``(n, d)``.
+        queries: row numbers to score, int array.
+        k: neighbours to average over; a row with fewer distinct others uses those it has.
+
+    Returns:
+        ``(nearest, scores)``: int64 row of the nearest other (``-1`` if none found) and the
+        float64 mean distance (``inf`` when the index returned fewer than ``k`` others, an
+        honest "unknown" that the certificate treats as possibly huge).
+    """
+    k = min(k, len(vectors) - 1)
+    nearest = np.full(len(queries), -1, dtype=np.int64)
+    scores = np.full(len(queries), np.inf)
+    if k < 1:
+        return nearest, np.full(len(queries), np.nan)
+    for start in range(0, len(queries), BLOCK_ROWS):
+        rows = queries[start : start + BLOCK_ROWS]
+        distances, labels = index.search(vectors[rows], k + 1)
+        others = (labels != rows[:, None]) & (labels >= 0)
+        first_k = others & (np.cumsum(others, axis=1) <= k)
+        found = first_k.sum(axis=1)
+        total = np.where(first_k, distances.astype(np.float64), 0.0).sum(axis=1)
+        block = slice(start, start + len(rows))
+        scores[block] = np.where(found == k, total / k, np.inf)
+        nearest[block] = np.where(
+            others.any(axis=1), labels[np.arange(len(rows)), others.argmax(1)], -1
+        )
+    return nearest, scores
+
+
+@dataclasses.dataclass
+class Certified:
+    """What :func:`certify_top` returns.
+
+    Attributes:
+        nearest, scores: per distinct row, the nearest other row and the score (exact for the
+            rows in ``exact_rows``, approximate, never smaller than exact, for the others).
+        exact_rows: rows whose score was recomputed by brute force (the final ``K`` of them).
+        k_checked: ``K``, the candidates checked in the round that was accepted.
+        rounds: how many times ``K`` was tried (it doubles each time the bound fails).
+        bound: the ``K``-th largest approximate score; every row outside scores at most this.
+        top_n_exact: the ``top_n``-th largest exact score; it must exceed ``bound``.
+        seconds: wall time of the certification.
+    """
+
+    nearest: np.ndarray
+    scores: np.ndarray
+    exact_rows: np.ndarray
+    k_checked: int
+    rounds: int
+    bound: float
+    top_n_exact: float
+    seconds: float
+
+    @property
+    def holds(self) -> bool:
+        """Whether the certificate holds: every row checked, or the bound below the top-N."""
+        everything = self.k_checked >= len(self.scores)
+        return bool(everything or self.bound * (1 + FLOAT_SLACK) < self.top_n_exact)
+
+
+def certify_top(
+    vectors: np.ndarray,
+    nearest: np.ndarray,
+    scores: np.ndarray,
+    top_n: int,
+    k_neighbours: int = 1,
+    start_k: int | None = None,
+) -> Certified:
+    """Make the ``top_n`` highest scores exact, with a proof that no other row belongs there.
+
+    Take the ``K`` rows with the largest approximate scores and recompute their scores exactly
+    against all rows (batched brute force). Every row outside them has an exact score at most
+    its approximate score, which is at most the ``K``-th largest approximate score. So when
+    that bound is below the ``top_n``-th largest exact score among the ``K``, no outside row
+    can enter the exact top ``top_n``: accept. Otherwise double ``K`` and try again (at worst
+    ``K`` reaches every row, which is brute force).
+
+    Args:
+        vectors: the distinct rows, float32 ``(n, d)``.
+        nearest, scores: :func:`knn_scores` of every row with an approximate index.
+        top_n: how many of the highest scores must be exact.
+        k_neighbours: the ``k`` of the scores (1 = nearest distinct neighbour).
+        start_k: the first ``K`` (default: ``2 * top_n``, at least 100).
+    """
+    started = time.perf_counter()
+    n = len(vectors)
+    top_n = max(1, min(top_n, n))
+    nearest, scores = nearest.copy(), np.asarray(scores, dtype=np.float64).copy()
+    exact_index = BruteForce(vectors)
+    exact = np.zeros(n, dtype=bool)
+    k_checked = min(n, start_k or max(100, 2 * top_n))
+    rounds = 0
+    while True:
+        rounds += 1
+        # Largest approximate scores first; NaN (no neighbour at all) sorts last.
+        order = np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")
+        candidates = order[:k_checked]
+        todo = candidates[~exact[candidates]]
+        nearest[todo], scores[todo] = knn_scores(exact_index, vectors, todo, k_neighbours)
+        exact[todo] = True
+        bound = -np.inf if k_checked >= n else float(np.nan_to_num(scores[order[k_checked]]))
+        # The bound is the largest score outside the candidates: all of them are after position
+        # K in the approximate order, and the order's scores there are still approximate.
+        candidate_scores = np.sort(np.nan_to_num(scores[candidates], nan=-np.inf))[::-1]
+        top_n_exact = float(candidate_scores[top_n - 1])
+        if k_checked >= n or bound * (1 + FLOAT_SLACK) < top_n_exact:
+            break
+        k_checked = min(n, 2 * k_checked)
+    return Certified(
+        nearest=nearest,
+        scores=scores,
+        exact_rows=np.flatnonzero(exact),
+        k_checked=int(k_checked),
+        rounds=rounds,
+        bound=float(bound),
+        top_n_exact=top_n_exact,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def recall_at_1(
+    vectors: np.ndarray, approximate_nearest: np.ndarray, sample_size: int = 1000, seed: int = 0
+) -> tuple[float, int]:
+    """Share of sampled rows whose approximate nearest other row is the exact one.
+
+    A row counts as found when the approximate neighbour is as near as the exact one (a tie
+    with another row is not a miss). Returns ``(recall, rows sampled)``; all rows are sampled
+    when there are at most ``sample_size``.
+    """
+    n = len(vectors)
+    rng = np.random.default_rng(seed)
+    sample = np.arange(n) if n <= sample_size else np.sort(rng.choice(n, sample_size, False))
+    exact_nearest, _ = knn_scores(BruteForce(vectors), vectors, sample, 1)
+    found = approximate_nearest[sample]
+    exact_distance = _squared_distances(vectors, sample, exact_nearest)
+    found_distance = _squared_distances(vectors, sample, found)
+    hits = (found >= 0) & (found_distance <= exact_distance * (1 + FLOAT_SLACK))
+    return float(hits.mean()) if len(sample) else 1.0, len(sample)
+
+
+def _squared_distances(vectors: np.ndarray, rows: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Squared L2 distance from each ``rows[i]`` to ``others[i]`` (inf where ``others < 0``)."""
+    difference = vectors[rows].astype(np.float64) - vectors[np.maximum(others, 0)]
+    return np.where(others >= 0, (difference**2).sum(axis=1), np.inf)
+
+
+def neighbours_table(
+    groups: np.ndarray, first_rows: np.ndarray, certified: Certified
+) -> pd.DataFrame:
+    """Spread the distinct rows' results back over all rows, copies included.
+
+    Returns columns ``nearest, distance, duplicates`` per input row, as
+    ``search.nearest_distinct_neighbours`` does, ready for ``search.rank_uniqueness``.
+    """
+    row_nearest = certified.nearest[groups]
+    return pd.DataFrame(
+        {
+            "nearest": np.where(row_nearest >= 0, first_rows[np.maximum(row_nearest, 0)], -1),
+            "distance": certified.scores[groups],
+            "duplicates": np.bincount(groups)[groups] - 1,
+        }
+    )
+
+
+def plot_certificate(approximate: np.ndarray, certified: Certified, top_n: int, demo=False):
+    """The certificate as a picture: approximate scores, the ``K`` checked, the bound.
+
+    Grey: every row's approximate score, largest first. Blue: the exact scores of the ``K``
+    rows checked. Everything right of ``K`` lies below the dashed bound, and the bound lies
+    below the ``top_n``-th exact score (solid): nothing outside can enter the top.
+    """
+    import matplotlib.pyplot as plt
+
+    from snowflake_tools import plots
+
+    order = np.argsort(-np.nan_to_num(approximate, nan=-np.inf), kind="stable")
+    shown = order[: min(len(order), 3 * certified.k_checked)]
+    figure, axis = plt.subplots(figsize=(9, 4))
+    axis.plot(np.arange(1, len(shown) + 1), approximate[shown], ".", color="0.6", ms=3,
+              label="approximate score (an over-estimate)")  # fmt: skip
+    checked = np.isin(shown, certified.exact_rows)
+    axis.plot(np.flatnonzero(checked) + 1, certified.scores[shown[checked]], ".", color="C0",
+              ms=4, label="exact score of the rows checked")  # fmt: skip
+    axis.axvline(certified.k_checked + 0.5, color="C1", lw=1, label=f"K = {certified.k_checked}")
+    if np.isfinite(certified.bound):
+        axis.axhline(certified.bound, color="C3", ls="--", lw=1,
+                     label=f"bound: largest score outside K = {certified.bound:.4g}")  # fmt: skip
+    axis.axhline(certified.top_n_exact, color="C2", lw=1,
+                 label=f"exact score of rank {top_n} = {certified.top_n_exact:.4g}")  # fmt: skip
+    axis.set(xlabel="rows, by approximate score (largest first)", ylabel="uniqueness score")
+    axis.set_title(f"Certified: nobody outside the first K can reach the top {top_n}")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    return plots.stamp_demo(figure, demo)
+
+
+@dataclasses.dataclass
+class Ranking:
+    """What :func:`rank_at_scale` returns.
+
+    Attributes:
+        neighbours: per input row ``nearest, distance, duplicates``, as
+            ``search.nearest_distinct_neighbours`` gives (``distance`` is the k-NN mean).
+        settings: the index settings used (see :func:`choose_index`).
+        certified: the :class:`Certified` record of the exact top-N.
+        n_distinct: rows left after merging exact copies.
+        index_seconds, search_seconds: time to build the index and to search all rows.
+    """
+
+    neighbours: pd.DataFrame
+    settings: dict
+    certified: Certified
+    n_distinct: int
+    index_seconds: float
+    search_seconds: float
+
+
+def rank_at_scale(
+    features: np.ndarray,
+    kind: str = "auto",
+    top_n: int = 100,
+    k_neighbours: int = 1,
+    nprobe: int | None = None,
+) -> tuple[Ranking, faiss.Index, np.ndarray]:
+    """Score every row by its ``k_neighbours`` nearest distinct rows, with a certified top-N.
+
+    Exact copies are merged first, by value (as ``search.nearest_distinct_neighbours`` does),
+    so a copy is never anyone's neighbour. Then one index of the distinct rows, one batched
+    search of all of them, and :func:`certify_top`. Returns the :class:`Ranking`, the index
+    and the distinct rows (for :func:`recall_at_1`).
+    """
+    features = search.check_features(features)
+    groups, first_rows, distinct = search.group_copies(features)
+    settings = choose_index(len(distinct), kind, nprobe)
+    started = time.perf_counter()
+    index = build_index(distinct, settings)
+    index_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    nearest, scores = knn_scores(index, distinct, np.arange(len(distinct)), k_neighbours)
+    search_seconds = time.perf_counter() - started
+    certified = certify_top(distinct, nearest, scores, top_n, k_neighbours)
+
+    neighbours = neighbours_table(groups, first_rows, certified)
+    ranking = Ranking(neighbours, settings, certified, len(distinct), index_seconds, search_seconds)
+    return ranking, index, distinct

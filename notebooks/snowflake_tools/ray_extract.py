@@ -1,0 +1,343 @@
+"""Feature extraction on Ray Data: one laptop or a cluster, the same code (notebook 04, step 1).
+
+Each Ray actor builds the VGG16 extractor once and then runs the project's own
+``images.load_image`` and ``features.run_model`` on batch after batch, so its features equal
+``features.extract_features``' for the same settings. Rows ``(file, sha256, vector)`` land in
+Parquet shards; a re-run skips every file whose content (SHA-256) is already in them, and exact
+copies of a photo are extracted once.
+
+Ray is imported only inside :func:`start_ray`, after the environment says how it may listen:
+a local run binds to 127.0.0.1 and opens no port to the network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from snowflake_tools import files, images, pooling
+
+# ``features`` (TensorFlow) is imported where a model is built, not here: the hashing tasks
+# import this module in fresh worker processes and would each pay seconds for TensorFlow.
+
+#: Ray's switch that keeps a local instance on the loopback address (read when Ray is imported).
+LOOPBACK_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+#: Logical CPUs each extraction actor asks for. One per actor leaves a CPU for reading and
+#: hashing files even on a 2-core laptop (with every CPU taken by actors Ray Data would wait).
+ACTOR_CPUS = 1
+#: Rows per Ray Data block: several batches, so that work spreads over actors and nodes.
+BATCHES_PER_BLOCK = 4
+#: Seconds to wait for every extraction actor to start before giving up with an error (a
+#: cluster without the CPUs for them would otherwise wait forever).
+ACTOR_START_TIMEOUT_S = 600
+#: Shard columns, in order.
+COLUMNS = ("file", "sha256", "vector", "error", "node")
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def start_ray(address: str | None = None, num_cpus: int | None = None) -> dict:
+    """Start Ray here (``address=None``) or connect to a cluster; return what is running.
+
+    ``None`` starts a private local instance on 127.0.0.1 (never joining a cluster left over
+    by an earlier run in ``/tmp/ray``), with at least 2 logical CPUs. ``"auto"``, a
+    ``host:port`` or a ``ray://host:port`` address joins an existing cluster and ships this
+    package to its workers. Returns ``{"address_kind": "local" | "cluster", "nodes": n,
+    "cpus": n}``.
+    """
+    if address is None:
+        os.environ[LOOPBACK_SWITCH] = "0"  # before the import: Ray reads it once
+        # Workers start from the raylet this process launches and inherit its environment.
+        search_path = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        if str(_PACKAGE_DIR.parent) not in search_path:
+            os.environ["PYTHONPATH"] = os.pathsep.join([str(_PACKAGE_DIR.parent), *search_path])
+    import ray
+
+    if address is None and getattr(ray._private.ray_constants, "ENABLE_RAY_CLUSTER", False):
+        raise RuntimeError(
+            f"Ray was imported before {LOOPBACK_SWITCH}=0 was set, so a local instance would "
+            "listen on the network. Restart the kernel and call start_ray first."
+        )
+    if not ray.is_initialized():
+        if address is None:
+            ray.init(
+                address="local",  # a fresh instance, whatever RAY_ADDRESS or /tmp/ray say
+                num_cpus=num_cpus or max(2, os.cpu_count() or 1),
+                include_dashboard=False,
+                log_to_driver=False,
+            )
+        else:
+            ray.init(address=address, runtime_env={"py_modules": [str(_PACKAGE_DIR)]})
+    nodes = [node for node in ray.nodes() if node["Alive"]]
+    return {
+        "address_kind": "local" if address is None else "cluster",
+        "nodes": len(nodes),
+        "cpus": int(ray.cluster_resources().get("CPU", 0)),
+    }
+
+
+def _spread_over_nodes() -> dict:
+    """Place extraction actors on different nodes, so that every node's CPUs do work.
+
+    (Ray 2.60 warns that ``ray_remote_args_fn`` will go in 2.64 without naming a successor for
+    the scheduling strategy; revisit when the pin moves.)
+    """
+    return {"scheduling_strategy": "SPREAD"}
+
+
+def stop_ray() -> None:
+    """Shut down Ray (the local instance with everything it started, or the connection)."""
+    import ray
+
+    ray.shutdown()
+
+
+class FeatureExtractor:
+    """Ray Data callable class: built once per actor, then called on batch after batch.
+
+    Args:
+        model_settings: keyword arguments of ``features.load_vgg16`` (weights, image size, ...).
+        layer: the VGG16 layer to cut at.
+        pooling_kind: ``"gap"`` or ``"flatten"`` (see ``pooling.pool``).
+        expected_fingerprint: ``features.fingerprint`` of the driver's extractor; a worker
+            whose model differs (another weights file, say) refuses to write anything.
+    """
+
+    def __init__(self, model_settings: dict, layer: str, pooling_kind: str, expected_fingerprint):
+        from snowflake_tools import features
+
+        base, _ = features.load_vgg16(**model_settings)
+        self.extractor = features.cut_at_layer(base, layer)
+        if features.fingerprint(self.extractor) != expected_fingerprint:
+            raise RuntimeError(
+                "This Ray worker built a different model than the notebook (weights, layer or "
+                "library versions differ): give every node the same weights file and packages."
+            )
+        self.image_size = int(self.extractor.input.shape[1])
+        self.channels = int(self.extractor.output.shape[-1])
+        self.pooling = pooling_kind
+        self.n_values = pooling.feature_size(tuple(self.extractor.output.shape[1:]), pooling_kind)
+
+    def __call__(self, batch: dict) -> pa.Table:
+        """Features of one batch of ``path, file, sha256`` rows, as a shard table."""
+        import ray
+
+        from snowflake_tools import features
+
+        pixels, errors = [], []
+        for path in batch["path"]:
+            try:
+                pixels.append(images.load_image(path, self.image_size))
+                errors.append("")
+            except images.UnreadableImageError as error:
+                errors.append(str(error.__cause__ or error))
+        vectors = np.zeros((len(errors), self.n_values), dtype=np.float32)
+        loaded = np.array([error == "" for error in errors])
+        if pixels:
+            outputs = features.run_model(self.extractor, np.stack(pixels))
+            vectors[loaded] = pooling.pool(outputs, self.channels, self.pooling)
+        node = ray.get_runtime_context().get_node_id()
+        return shard_table(batch["file"], batch["sha256"], vectors, errors, node)
+
+
+def shard_table(file, sha256, vectors: np.ndarray, errors, node) -> pa.Table:
+    """One shard's rows: ``vector`` is a fixed-size list of float32, readable without Ray."""
+    n = len(vectors)
+    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
+    return pa.table(
+        {
+            "file": pa.array([str(name) for name in file], pa.string()),
+            "sha256": pa.array([str(key) for key in sha256], pa.string()),
+            "vector": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]),
+            "error": pa.array(list(errors), pa.string()),
+            "node": pa.array([node] * n, pa.string()),
+        }
+    )
+
+
+def hash_files(batch: dict) -> dict:
+    """Ray Data task: add the SHA-256 of every file (``""`` when it cannot be read)."""
+    keys = []
+    for path in batch["path"]:
+        try:
+            keys.append(files.sha256_file(path))
+        except OSError:
+            keys.append("")
+    return {**batch, "sha256": np.array(keys, dtype=object)}
+
+
+def shard_folder(results_dir: str | os.PathLike, extractor, image_size: int, pooling_kind: str):
+    """``RESULTS_DIR/scale/features/<feature cache key>-<pooling>``: one folder per setting.
+
+    The key is the feature cache's (:func:`features.cache_folder`: model, size, precision,
+    weights), so features of other weights, layers, sizes, precisions or poolings live in other
+    folders and a shard is never read for a model that did not write it.
+    """
+    from snowflake_tools import features
+
+    folder = features.cache_folder(Path(results_dir) / "scale" / "features", extractor, image_size)
+    return folder.with_name(f"{folder.name}-{pooling_kind}")
+
+
+def read_shards(folder: str | os.PathLike, columns: Sequence[str] = COLUMNS) -> pa.Table:
+    """All rows of the Parquet shards in ``folder`` (an empty table when there are none)."""
+    paths = sorted(Path(folder).glob("*.parquet"))
+    if not paths:
+        return pa.table({name: pa.array([], pa.string()) for name in columns if name != "vector"})
+    return pa.concat_tables([pq.read_table(path, columns=list(columns)) for path in paths])
+
+
+@dataclasses.dataclass
+class ShardRun:
+    """What :func:`extract_to_shards` returns.
+
+    Attributes:
+        listing: DataFrame ``path, file, sha256`` of every image asked for.
+        n_extracted: images run through the network in this run (copies count once).
+        n_known: images whose content was already in the shards.
+        work_by_node: rows written in this run per Ray node id.
+        hash_seconds: wall time of listing and hashing the files.
+        seconds: wall time, hashing included.
+    """
+
+    listing: pd.DataFrame
+    n_extracted: int
+    n_known: int
+    work_by_node: dict
+    hash_seconds: float
+    seconds: float
+
+
+def extract_to_shards(
+    paths: Sequence[str | os.PathLike],
+    image_dir: str | os.PathLike,
+    folder: str | os.PathLike,
+    extractor_args: dict,
+    batch_size: int = 16,
+    actors: int | None = None,
+) -> ShardRun:
+    """Hash every image on Ray, then extract the new contents on Ray actors into ``folder``.
+
+    Args:
+        paths: the image files (readable from every Ray node: a shared folder on a cluster).
+        image_dir: the folder that ``file`` names are relative to.
+        folder: the shard folder (see :func:`shard_folder`).
+        extractor_args: keyword arguments of :class:`FeatureExtractor`.
+        batch_size: images per forward pass.
+        actors: extraction actors; default one per Ray node, spread over the nodes.
+
+    New shards are written to a hidden folder first and moved in when complete, so a run that
+    is stopped half way leaves no half-written shard behind.
+    """
+    import ray
+
+    started = time.perf_counter()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    items = [
+        {"path": str(Path(path).resolve()), "file": Path(path).relative_to(image_dir).as_posix()}
+        for path in paths
+    ]
+    blocks = max(1, math.ceil(len(items) / (batch_size * BATCHES_PER_BLOCK)))
+    listing = (
+        ray.data.from_items(items, override_num_blocks=blocks)
+        .map_batches(hash_files, batch_format="numpy")
+        .to_pandas()
+    )
+    listing = listing.set_index("file").loc[[item["file"] for item in items]].reset_index()
+    hash_seconds = time.perf_counter() - started
+    known = set(read_shards(folder, ["sha256"]).column("sha256").to_pylist())
+    readable = listing["sha256"] != ""  # "" = the file itself could not be opened
+    todo = listing[readable & ~listing["sha256"].isin(known)].drop_duplicates("sha256")
+    work_by_node: dict = {}
+    if len(todo):
+        pool_size = actors or sum(node["Alive"] for node in ray.nodes())
+        # Start the whole pool before the first batch, so that a quick first actor cannot take
+        # all the work and a node that cannot host an actor is an error, not a hang.
+        ray.data.DataContext.get_current().wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
+        temporary = folder / f".incomplete-{uuid.uuid4().hex}"
+        # At least two blocks per actor, so that no actor (and no node) sits idle; Ray Data
+        # bundles blocks up to a batch, so a small set also needs smaller batches.
+        blocks = max(2 * pool_size, math.ceil(len(todo) / (batch_size * BATCHES_PER_BLOCK)))
+        blocks = min(len(todo), blocks)
+        batch_size = max(1, min(batch_size, len(todo) // blocks))
+        written = ray.data.from_items(
+            todo.to_dict("records"), override_num_blocks=blocks
+        ).map_batches(
+            FeatureExtractor,
+            fn_constructor_kwargs=extractor_args,
+            batch_size=batch_size,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=pool_size),
+            num_cpus=ACTOR_CPUS,
+            ray_remote_args_fn=_spread_over_nodes,
+        )
+        try:
+            written.write_parquet(str(temporary))
+            nodes = read_shards(temporary, ["node"]).column("node").to_pandas()
+            work_by_node = nodes.value_counts().to_dict()
+            for shard in sorted(temporary.glob("*.parquet")):
+                shard.rename(folder / f"{uuid.uuid4().hex}.parquet")
+        finally:
+            shutil.rmtree(temporary, ignore_errors=True)
+    return ShardRun(
+        listing=listing[["path", "file", "sha256"]],
+        n_extracted=len(todo),
+        n_known=int(listing["sha256"].isin(known).sum()),
+        work_by_node=work_by_node,
+        hash_seconds=hash_seconds,
+        seconds=time.perf_counter() - started,
+    )
+
+
+@dataclasses.dataclass
+class Assembled:
+    """What :func:`assemble` returns: the feature matrix of the images asked for.
+
+    Attributes:
+        features: float32 ``(n_readable, n_values)``, rows in the order of ``files``.
+        files: image names relative to the image folder, one per row.
+        skipped: DataFrame ``file, reason`` of images that could not be read.
+    """
+
+    features: np.ndarray
+    files: list[str]
+    skipped: pd.DataFrame
+
+
+def assemble(listing: pd.DataFrame, folder: str | os.PathLike) -> Assembled:
+    """Look every listed image up in the shards by content; list the unreadable ones."""
+    table = read_shards(folder, ["sha256", "vector", "error"])
+    row_of = {key: row for row, key in enumerate(table.column("sha256").to_pylist())}
+    errors = table.column("error").to_pylist()
+    keep, skipped = [], []
+    for position, (file, key) in enumerate(zip(listing["file"], listing["sha256"], strict=True)):
+        row = row_of.get(key)
+        if row is None or errors[row]:
+            reason = errors[row] if row is not None else "the file could not be read"
+            skipped.append({"file": file, "reason": reason})
+        else:
+            keep.append((position, row))
+    rows = np.array([row for _, row in keep], dtype=np.int64)
+    if len(table):
+        vectors = table.column("vector").combine_chunks()
+        matrix = vectors.values.to_numpy(zero_copy_only=False).reshape(len(table), -1)
+        matrix = matrix[rows]
+    else:
+        matrix = np.empty((0, 0), dtype=np.float32)
+    return Assembled(
+        features=np.ascontiguousarray(matrix, dtype=np.float32),
+        files=[listing["file"].iloc[position] for position, _ in keep],
+        skipped=pd.DataFrame(skipped, columns=["file", "reason"]),
+    )

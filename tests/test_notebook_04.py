@@ -1,0 +1,72 @@
+"""Notebook 04 end to end with papermill and a local Ray: small folder, random weights."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_notebook_02 import make_folder
+from test_report import table_files
+
+from snowflake_tools import features
+
+pytestmark = pytest.mark.slow
+
+NOTEBOOK = "04_a_million_snowflakes.ipynb"
+
+
+def test_ranks_certifies_and_skips_known_files_on_a_rerun(run_notebook, tmp_path):
+    image_dir = make_folder(tmp_path / "flakes")
+    results = tmp_path / "results"
+    parameters = dict(
+        IMAGE_DIR=str(image_dir), RESULTS_DIR=str(results), WEIGHTS=None, IMAGE_SIZE=32,
+        BATCH_SIZE=4, TOP_N=3, K_NEIGHBOURS=2,
+    )  # fmt: skip
+    run_notebook(NOTEBOOK, **parameters)
+    scale = results / "scale"
+    ranking = pd.read_csv(scale / "uniqueness.csv", keep_default_na=False)
+    assert list(ranking.columns) == ["rank", "file", "nearest_file", "distance", "duplicates"]
+    assert len(ranking) == 12 and "not_really.jpg" not in set(ranking["file"])
+    assert ranking["distance"].is_monotonic_decreasing
+    assert (ranking["file"] != ranking["nearest_file"]).all()
+    copies = {"flake0.png", "copy_of_flake0.png", "another_copy.PNG"}
+    assert not (ranking["file"].isin(copies) & ranking["nearest_file"].isin(copies)).any()
+    assert (ranking.loc[ranking["file"].isin(copies), "duplicates"] == 2).all()
+    for figure in ["most_unique.png", "certificate.png", "atlas.png"]:
+        assert (scale / figure).stat().st_size > 0
+    page = (scale / "report.html").read_text()
+    # 12 flakes all fit ATLAS_FLAKES: the report's table holds each of them once
+    assert sorted(table_files(page)) == sorted(ranking["file"]) and "DEMO" in page
+
+    run = json.loads((scale / "run.json").read_text())
+    assert run["certified"] is True and run["K"] >= 3
+    assert run["precision"] == features.resolve_precision(features.AUTO)
+    assert run["n"] == 12 and run["n_distinct"] == 10 and run["n_skipped"] == 1
+    assert run["pooling"] == "gap" and run["feature_dim"] == 512
+    assert run["index"] == {"kind": "flat"} and run["recall_at_1"] == 1.0
+    assert run["recall_sample"] == 10
+    assert run["ray_address"] == "local" and run["ray_nodes"] == 1
+    assert run["n_extracted"] == 11  # 13 files, two copies, one unreadable: 11 contents
+
+    run_notebook(NOTEBOOK, **parameters)
+    again = json.loads((scale / "run.json").read_text())
+    assert again["n_extracted"] == 0 and again["n_known"] == 13
+    rerun = pd.read_csv(scale / "uniqueness.csv", keep_default_na=False)
+    pd.testing.assert_frame_equal(rerun, ranking)
+
+
+def test_flattened_exact_ranking_equals_notebook_02(run_notebook, tmp_path):
+    image_dir = make_folder(tmp_path / "flakes")
+    common = dict(IMAGE_DIR=str(image_dir), WEIGHTS=None, IMAGE_SIZE=64)
+    run_notebook("02_most_unique_snowflake.ipynb", RESULTS_DIR=str(tmp_path / "nb02"), **common)
+    run_notebook(
+        NOTEBOOK, RESULTS_DIR=str(tmp_path / "nb04"), POOLING="flatten", INDEX="flat",
+        K_NEIGHBOURS=1, **common,
+    )  # fmt: skip
+    expected = pd.read_csv(tmp_path / "nb02" / "uniqueness.csv", keep_default_na=False)
+    ranking = pd.read_csv(tmp_path / "nb04" / "scale" / "uniqueness.csv", keep_default_na=False)
+    for column in ["rank", "file", "nearest_file", "duplicates"]:
+        assert ranking[column].tolist() == expected[column].tolist(), column
+    np.testing.assert_allclose(ranking["distance"], expected["distance"], rtol=1e-4)

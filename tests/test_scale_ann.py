@@ -1,0 +1,170 @@
+"""The certified top-N: equal to brute force even when the approximate index misses on purpose."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from snowflake_tools import ann, pooling, search
+
+
+def clustered_rows(n=3000, d=32, clusters=60, seed=0):
+    """Clustered non-negative rows scaled to length 1, with planted outliers and exact copies."""
+    rng = np.random.default_rng(seed)
+    centres = rng.gamma(1.0, 1.0, (clusters, d))
+    rows = centres[rng.integers(0, clusters, n)] + rng.normal(0, 0.15, (n, d))
+    rows[:10] = rng.gamma(1.0, 3.0, (10, d))  # planted outliers
+    rows = np.abs(rows)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    rows[20:25] = rows[0]  # a group of copies of the top outlier
+    rows[30:32] = rows[40]
+    return rows.astype(np.float32)
+
+
+def brute_force(rows, k):
+    table = search.knn_uniqueness(rows, k)
+    return search.rank_uniqueness(table, [f"f{i:05d}" for i in range(len(rows))])
+
+
+def certified_ranking(rows, k, top_n, **options):
+    ranking, _, _ = ann.rank_at_scale(rows, top_n=top_n, k_neighbours=k, **options)
+    return ranking, search.rank_uniqueness(
+        ranking.neighbours, [f"f{i:05d}" for i in range(len(rows))]
+    )
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_certified_top_n_equals_brute_force_despite_forced_misses(k):
+    rows = clustered_rows()
+    ranking, table = certified_ranking(rows, k, top_n=20, kind="ivf", nprobe=1)
+    exact = brute_force(rows, k)
+
+    # The approximate index really does miss: many rows got a larger score than exact.
+    distinct = search.group_copies(rows).first_rows
+    index = ann.build_index(rows[distinct], ranking.settings)
+    _, approximate = ann.knn_scores(index, rows[distinct], np.arange(len(distinct)), k)
+    exact_distinct = exact.set_index("file").loc[[f"f{i:05d}" for i in distinct], "distance"]
+    misses = (approximate > exact_distinct.to_numpy() * (1 + 1e-5)).sum()
+    assert misses > 100
+
+    top = table.head(20)
+    assert top["file"].tolist() == exact.head(20)["file"].tolist()
+    assert top["nearest_file"].tolist() == exact.head(20)["nearest_file"].tolist()
+    np.testing.assert_allclose(top["distance"], exact.head(20)["distance"], rtol=1e-5)
+    assert ranking.certified.bound < ranking.certified.top_n_exact
+    assert ranking.certified.holds
+    assert ranking.certified.k_checked >= 20
+    # Outside the exact rows, scores are over-estimates, never under-estimates.
+    merged = table.merge(exact, on="file", suffixes=("", "_exact"))
+    assert (merged["distance"] >= merged["distance_exact"] * (1 - 1e-5)).all()
+
+
+def test_copies_are_never_chosen_and_are_counted():
+    rows = clustered_rows()
+    _, table = certified_ranking(rows, 1, top_n=10, kind="ivf", nprobe=1)
+    by_file = table.set_index("file")
+    copies_of_top = [f"f{i:05d}" for i in [0, *range(20, 25)]]
+    for name in copies_of_top:
+        assert by_file.loc[name, "nearest_file"] not in copies_of_top
+        assert by_file.loc[name, "duplicates"] == 5
+    assert (table["file"] != table["nearest_file"]).all()
+
+
+def test_a_bad_start_doubles_k_until_the_bound_holds():
+    rows = clustered_rows()
+    distinct = search.group_copies(rows).first_rows
+    vectors = rows[distinct]
+    settings = ann.choose_index(len(vectors), "ivf", nprobe=1)
+    index = ann.build_index(vectors, settings)
+    nearest, scores = ann.knn_scores(index, vectors, np.arange(len(vectors)), 1)
+    certified = ann.certify_top(vectors, nearest, scores, top_n=20, start_k=20)
+    assert certified.rounds > 1
+    assert certified.k_checked == 20 * 2 ** (certified.rounds - 1) or certified.k_checked == len(
+        vectors
+    )
+    exact = search.nearest_distinct_neighbours(vectors)["distance"].to_numpy()
+    top = np.argsort(-certified.scores, kind="stable")[:20]
+    assert set(top) == set(np.argsort(-exact, kind="stable")[:20])
+
+
+def test_flat_index_is_exact_everywhere():
+    rows = clustered_rows(n=500)
+    ranking, table = certified_ranking(rows, 1, top_n=5, kind="flat")
+    exact = brute_force(rows, 1)
+    assert table["file"].tolist() == exact["file"].tolist()
+    np.testing.assert_allclose(table["distance"], exact["distance"], rtol=1e-5)
+    assert ranking.settings == {"kind": "flat"}
+
+
+def test_recall_counts_misses():
+    rows = clustered_rows()
+    distinct = search.group_copies(rows).first_rows
+    vectors = rows[distinct]
+    index = ann.build_index(vectors, ann.choose_index(len(vectors), "ivf", nprobe=1))
+    nearest, _ = ann.knn_scores(index, vectors, np.arange(len(vectors)), 1)
+    recall, sampled = ann.recall_at_1(vectors, nearest, sample_size=1000)
+    assert sampled == 1000
+    assert 0.2 < recall < 0.99
+    exact_nearest = search.nearest_distinct_neighbours(vectors)["nearest"].to_numpy()
+    assert ann.recall_at_1(vectors, exact_nearest)[0] == 1.0
+
+
+def test_choose_index():
+    assert ann.choose_index(1000)["kind"] == "flat"
+    big = ann.choose_index(1_000_000)
+    assert big["kind"] == "ivf" and big["cells"] == 4000 and big["nprobe"] == ann.IVF_NPROBE
+    assert ann.choose_index(100, "ivf")["cells"] == 2
+    assert ann.choose_index(10, "hnsw")["kind"] == "hnsw"
+    with pytest.raises(ValueError, match="INDEX must be one of"):
+        ann.choose_index(10, "ivfpq")
+
+
+def test_hnsw_ranking_is_certified():
+    rows = clustered_rows(n=800)
+    ranking, table = certified_ranking(rows, 2, top_n=10, kind="hnsw")
+    exact = brute_force(rows, 2)
+    assert table.head(10)["file"].tolist() == exact.head(10)["file"].tolist()
+
+
+def test_gap_pooling_averages_positions_and_normalises():
+    maps = np.random.default_rng(1).random((3, 2, 2, 4)).astype(np.float32)
+    pooled = pooling.pool(maps.reshape(3, -1), 4, "gap")
+    expected = maps.mean(axis=(1, 2))
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(pooled, expected, rtol=1e-6)
+    np.testing.assert_array_equal(
+        pooling.pool(maps.reshape(3, -1), 4, "flatten"), maps.reshape(3, -1)
+    )
+    assert pooling.feature_size((14, 14, 512), "gap") == 512
+    assert pooling.feature_size((14, 14, 512), "flatten") == 100_352
+    with pytest.raises(ValueError, match="POOLING must be"):
+        pooling.pool(maps.reshape(3, -1), 4, "max")
+
+
+def test_flatten_refuses_sets_that_do_not_fit_and_says_how_much():
+    assert pooling.check_fits(100, 100_352, memory_bytes=2**34) == 100 * 100_352 * 4
+    with pytest.raises(ValueError, match=r"need 373\.8 GiB .*POOLING = \"gap\""):
+        pooling.check_fits(1_000_000, 100_352, memory_bytes=24 * 2**30)
+
+
+def test_rank_at_scale_rejects_nan():
+    rows = clustered_rows(n=50)
+    rows[3, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        ann.rank_at_scale(rows)
+
+
+def test_rank_at_scale_handles_all_copies():
+    rows = np.ones((4, 8), dtype=np.float32)
+    ranking, _, _ = ann.rank_at_scale(rows, top_n=2)
+    assert (ranking.neighbours["nearest"] == -1).all()
+    assert pd.isna(ranking.neighbours["distance"]).all()
+
+
+def test_a_certificate_whose_bound_reaches_the_top_does_not_hold():
+    scores = np.array([3.0, 2.0, 1.0, 1.0])
+    record = dict(nearest=np.zeros(4), scores=scores, exact_rows=np.arange(2), rounds=1, seconds=0)
+    assert not ann.Certified(**record, k_checked=2, bound=2.0, top_n_exact=2.0).holds
+    assert ann.Certified(**record, k_checked=2, bound=1.0, top_n_exact=2.0).holds
+    assert ann.Certified(**record, k_checked=4, bound=-np.inf, top_n_exact=1.0).holds

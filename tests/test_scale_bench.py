@@ -1,0 +1,40 @@
+"""Smoke test of `make bench-scale`: `scale_bench.py --quick` runs and writes a full report.
+
+Only structure and correctness flags are checked, never a timing (shared, noisy machines).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_quick_scale_bench_writes_markdown_and_json(tmp_path):
+    out = tmp_path / "bench_scale.md"
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "scale_bench.py"), "--quick", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
+    record = json.loads(out.with_suffix(".json").read_text())
+    kinds = [row["index"]["kind"] for row in record["search"]]
+    assert kinds == ["flat", "ivf", "hnsw"] * 2
+    assert [row["brute_force_projected"] for row in record["search"]] == [False] * 3 + [True] * 3
+    for row in record["search"]:
+        assert row["top_equals_brute_force"] is True
+        assert row["K"] >= 100 and 0.0 <= row["recall_at_1"] <= 1.0
+        assert row["n_distinct"] < row["n"]  # the planted copies were merged
+    extraction = record["extraction"]
+    assert extraction["ray_two_nodes"]["every_node_worked"] is True
+    assert extraction["ray_two_nodes"]["nodes"] == 2
+    assert sum(extraction["ray_local"]["rows_per_node"]) == extraction["n_images"]
+    markdown = out.read_text()
+    assert "| 3,000 | ivf" in markdown and "Ray Data, two nodes" in markdown

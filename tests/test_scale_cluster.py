@@ -1,0 +1,55 @@
+"""The same extraction on a two-node Ray cluster started on this machine: both nodes work."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before Ray is imported: loopback only
+
+import pytest
+from test_scale_ray import LAYER, SIZE, make_flakes
+
+from snowflake_tools import features, images, ray_extract
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def two_node_cluster():
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 2, "include_dashboard": False},
+    )
+    cluster.add_node(num_cpus=2)
+    cluster.wait_for_nodes()
+    try:
+        yield cluster
+    finally:
+        ray_extract.stop_ray()
+        cluster.shutdown()
+
+
+def test_both_nodes_extract(two_node_cluster, tmp_path):
+    info = ray_extract.start_ray(two_node_cluster.address)
+    assert info == {"address_kind": "cluster", "nodes": 2, "cpus": 4}
+
+    image_dir = make_flakes(tmp_path / "flakes", n=23)
+    base, _ = features.load_vgg16(None, SIZE)
+    extractor = features.cut_at_layer(base, LAYER)
+    folder = ray_extract.shard_folder(tmp_path / "results", extractor, SIZE, "gap")
+    arguments = dict(
+        model_settings={"weights": None, "image_size": SIZE},
+        layer=LAYER,
+        pooling_kind="gap",
+        expected_fingerprint=features.fingerprint(extractor),
+    )
+    paths = images.list_images(image_dir)
+    run = ray_extract.extract_to_shards(paths, image_dir, folder, arguments, batch_size=2)
+
+    assert len(run.work_by_node) == 2, run.work_by_node
+    assert all(count > 0 for count in run.work_by_node.values())
+    assert sum(run.work_by_node.values()) == 24  # 25 files, one copy
+    assembled = ray_extract.assemble(run.listing, folder)
+    assert len(assembled.files) == 24 and len(assembled.skipped) == 1
