@@ -31,15 +31,19 @@ def log(message: str) -> None:
 
 
 def interleaved(candidates: dict[str, Callable[[], object]], rounds: int) -> dict[str, list]:
-    """Wall times in seconds of each candidate, called in turns A, B, C, A, B, C ...
+    """Wall times in seconds of each candidate, called in turns: A, B, C, then B, C, A, ...
 
-    Taking turns spreads whatever else the machine does over every candidate alike.
+    Taking turns spreads whatever else the machine does over every candidate alike; starting
+    each round one candidate later spreads what a candidate leaves behind for the next one
+    (freed memory to fault in again, idle threads to wake) over all of them too.
     """
-    times: dict[str, list[float]] = {name: [] for name in candidates}
-    for _ in range(rounds):
-        for name, function in candidates.items():
+    names = list(candidates)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_number in range(rounds):
+        start = round_number % len(names)
+        for name in names[start:] + names[:start]:
             started = time.perf_counter()
-            function()
+            candidates[name]()
             times[name].append(time.perf_counter() - started)
     return times
 

@@ -90,6 +90,8 @@ def bench_search(sizes: tuple[int, ...], d: int, max_queries: int, rounds: int) 
         copied = has_copy(features)
         scale = (n + copied.sum()) / (queries + copied[:queries].sum())  # searches made
         log(f"search n={n}: {rounds} rounds of original loop ({queries} queries), project, bare")
+        search.nearest_distinct_neighbours(features)  # warm-up: BLAS buffers and threads
+        bare_search(features)
         times = interleaved(
             {
                 "original": lambda f=features, q=queries: original_loop(f, q),
