@@ -186,9 +186,11 @@ def test_group_copies_gives_groups_first_rows_and_each_distinct_vector_once():
     copies = search.group_copies(features)
     assert copies.groups.tolist() == [0, 1, 0, 2]
     assert copies.first_rows.tolist() == [0, 1, 3]
-    assert copies.distinct.tolist() == [[2.0], [1.0], [3.0]]
+    assert copies.extra_rows.tolist() == [2]
+    index = search.index_of_distinct(features, copies)
+    assert index.reconstruct_n(0, index.ntotal).tolist() == [[2.0], [1.0], [3.0]]
     no_copies = np.arange(6, dtype=np.float32).reshape(3, 2)
-    assert search.group_copies(no_copies).distinct is no_copies  # nothing copied
+    assert search.group_copies(no_copies).extra_rows.tolist() == []
 
 
 def test_copies_are_confirmed_on_the_whole_row_not_on_the_sampled_values():
@@ -218,9 +220,11 @@ def test_the_notebook_steps_give_the_package_result():
     features[4] = features[20]
     copies = search.group_copies(features)
     index = faiss.IndexFlatL2(features.shape[1])
-    index.add(copies.distinct)
-    distances, labels = index.search(copies.distinct, search.CANDIDATES)
-    nearest, distance = search.closest_others(index, distances, labels)
+    index.add(features)
+    index.remove_ids(copies.extra_rows)
+    distances, labels = index.search(features, search.CANDIDATES)
+    first = copies.first_rows
+    nearest, distance = search.closest_others(index, distances[first], labels[first])
     steps = search.neighbours_per_row(copies, nearest, distance)
     pd.testing.assert_frame_equal(steps, search.nearest_distinct_neighbours(features))
 

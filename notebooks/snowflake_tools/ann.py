@@ -335,7 +335,8 @@ def rank_at_scale(
     and the distinct rows (for :func:`recall_at_1`).
     """
     features = search.check_features(features)
-    groups, first_rows, distinct = search.group_copies(features)
+    groups, first_rows, _ = search.group_copies(features)
+    distinct = features[first_rows]
     settings = choose_index(len(distinct), kind, nprobe)
     started = time.perf_counter()
     index = build_index(distinct, settings)

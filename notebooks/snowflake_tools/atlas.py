@@ -66,7 +66,8 @@ def layout(features: np.ndarray, seed: int = 0) -> np.ndarray:
     for the thumbnails.
     """
     features = search.check_features(features)
-    groups, first_rows, distinct = search.group_copies(features)
+    groups, first_rows, _ = search.group_copies(features)
+    distinct = features[first_rows]
     if len(distinct) <= 3:
         # Too few points for t-SNE to mean anything: spread them along a line.
         placed = np.column_stack(

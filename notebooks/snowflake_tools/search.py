@@ -1,10 +1,11 @@
 """Nearest neighbours that are not exact copies, with one batched FAISS search.
 
 Notebook 02, step 5, runs these steps one cell at a time: group the exact copies
-(:func:`group_copies`), put each distinct vector once into a ``faiss.IndexFlatL2``, search all
-of them in one batched call, drop each row's own hit (:func:`closest_others`) and spread the
-answers back over the copies (:func:`neighbours_per_row`). :func:`nearest_distinct_neighbours`
-is those same steps in one call; :func:`knn_uniqueness` (notebook 03) averages over ``k``.
+(:func:`group_copies`), put each distinct vector once into a ``faiss.IndexFlatL2``
+(:func:`index_of_distinct`), search every flake in one batched call, drop each group's own hit
+(:func:`closest_others`) and spread the answers back over the copies
+(:func:`neighbours_per_row`). :func:`nearest_distinct_neighbours` is those same steps in one
+call; :func:`knn_uniqueness` (notebook 03) averages over ``k``.
 """
 
 from __future__ import annotations
@@ -42,14 +43,14 @@ class Copies(NamedTuple):
     Attributes:
         groups: int array ``(n,)``: ``groups[i] == groups[j]`` exactly when rows ``i`` and
             ``j`` are equal; groups are numbered in order of their first row.
-        first_rows: int array ``(n_groups,)``, the first row of each group.
-        distinct: ``features[first_rows]``, each distinct vector once (the input itself, not
-            a copy, when no row repeats another).
+        first_rows: int array ``(n_groups,)``, the first row of each group: its distinct
+            vector is ``features[first_rows[g]]``.
+        extra_rows: int array, the rows that repeat an earlier row (empty when none do).
     """
 
     groups: np.ndarray
     first_rows: np.ndarray
-    distinct: np.ndarray
+    extra_rows: np.ndarray
 
 
 def check_features(features: np.ndarray) -> np.ndarray:
@@ -119,8 +120,21 @@ def group_copies(features: np.ndarray) -> Copies:
     """Group the exact copies among the rows of ``features``: see :class:`Copies`."""
     groups = exact_duplicate_groups(features)
     first_rows = np.unique(groups, return_index=True)[1]
-    distinct = features if len(first_rows) == len(features) else features[first_rows]
-    return Copies(groups, first_rows, distinct)
+    extra_rows = np.setdiff1d(np.arange(len(groups)), first_rows, assume_unique=True)
+    return Copies(groups, first_rows, extra_rows)
+
+
+def index_of_distinct(features: np.ndarray, copies: Copies) -> faiss.IndexFlatL2:
+    """A ``faiss.IndexFlatL2`` holding each distinct vector once: label ``g`` is group ``g``.
+
+    Every row is added, then the later copies are removed; FAISS renumbers the rows it keeps
+    0, 1, 2 ... in order, so the label of a vector is its group. That costs less than copying
+    the distinct vectors out first (the index's own storage is the only copy made).
+    """
+    index = faiss.IndexFlatL2(features.shape[1])
+    index.add(features)
+    index.remove_ids(copies.extra_rows)
+    return index
 
 
 def closest_others(
@@ -197,10 +211,10 @@ def nearest_distinct_neighbours(features: np.ndarray) -> pd.DataFrame:
     """
     features = check_features(features)
     copies = group_copies(features)
-    index = faiss.IndexFlatL2(features.shape[1])
-    index.add(copies.distinct)
-    distances, labels = index.search(copies.distinct, min(CANDIDATES, index.ntotal))
-    nearest, distance = closest_others(index, distances, labels)
+    index = index_of_distinct(features, copies)
+    distances, labels = index.search(features, min(CANDIDATES, index.ntotal))
+    first = copies.first_rows  # each group's answer is its first row's
+    nearest, distance = closest_others(index, distances[first], labels[first])
     return neighbours_per_row(copies, nearest, distance)
 
 
@@ -227,11 +241,11 @@ def knn_uniqueness(features: np.ndarray, k: int) -> pd.DataFrame:
         raise ValueError(f"K_NEIGHBOURS must be a whole number of 1 or more, got {k!r}.")
     features = check_features(features)
     copies = group_copies(features)
-    index = faiss.IndexFlatL2(features.shape[1])
-    index.add(copies.distinct)
+    index = index_of_distinct(features, copies)
     usable_k = min(int(k), index.ntotal - 1)
     found = min(max(CANDIDATES, usable_k + 1), index.ntotal)
-    distances, labels = index.search(copies.distinct, found)
+    distances, labels = index.search(features, found)
+    distances, labels = distances[copies.first_rows], labels[copies.first_rows]
     nearest, distance = closest_others(index, distances, labels)
     if usable_k > 1:
         others = labels != np.arange(len(labels))[:, None]
@@ -251,8 +265,7 @@ def distinct_neighbours(features: np.ndarray, rows: Sequence[int], k: int) -> pd
     """
     features = check_features(features)
     copies = group_copies(features)
-    index = faiss.IndexFlatL2(features.shape[1])
-    index.add(copies.distinct)
+    index = index_of_distinct(features, copies)
     rows = np.asarray(rows, dtype=np.int64)
     distances, labels = index.search(features[rows], min(k + 1, index.ntotal))
     found = []
