@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from snowflake_tools import images, robustness, search  # noqa: E402
+from snowflake_tools import images, pooling, robustness, search  # noqa: E402
 
 BACKGROUND = (20, 30, 60)
 
@@ -191,7 +191,7 @@ def test_unit_rows_have_length_one_and_l2_order_is_cosine_order():
     rng = np.random.default_rng(0)
     rows = rng.normal(size=(6, 5)).astype(np.float32) * rng.uniform(0.1, 50, (6, 1))
     rows[5] = 0
-    unit = robustness.unit_rows(rows)
+    unit = pooling.unit_rows(rows)
     np.testing.assert_allclose(np.linalg.norm(unit[:5], axis=1), 1, rtol=1e-6)
     assert not unit[5].any()
     cosine = (rows[1:5] @ rows[0]) / np.linalg.norm(rows[1:5], axis=1) / np.linalg.norm(rows[0])

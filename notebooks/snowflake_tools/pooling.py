@@ -18,6 +18,18 @@ POOLINGS = ("gap", "flatten")
 MEMORY_SHARE = 0.25
 
 
+def unit_rows(features: np.ndarray) -> np.ndarray:
+    """Each row scaled to length 1 (all-zero rows stay zero): float32, same shape.
+
+    For unit vectors the squared L2 distance is ``2 - 2 * cosine``, so searching unit rows by
+    L2, as ``search.nearest_distinct_neighbours`` does, ranks them by cosine similarity
+    (notebook 03's GAP and rotation-pooled methods, notebook 04's ``"gap"``).
+    """
+    features = np.asarray(features, dtype=np.float32)
+    lengths = np.linalg.norm(features, axis=1, keepdims=True)
+    return features / np.where(lengths > 0, lengths, 1.0).astype(np.float32)
+
+
 def pool(outputs: np.ndarray, channels: int, pooling: str) -> np.ndarray:
     """Turn flattened feature maps ``(n, positions * channels)`` into feature rows.
 
@@ -33,9 +45,7 @@ def pool(outputs: np.ndarray, channels: int, pooling: str) -> np.ndarray:
     outputs = np.asarray(outputs, dtype=np.float32)
     if pooling == "flatten":
         return outputs
-    averaged = outputs.reshape(len(outputs), -1, channels).mean(axis=1, dtype=np.float64)
-    lengths = np.linalg.norm(averaged, axis=1, keepdims=True)
-    return (averaged / np.where(lengths > 0, lengths, 1.0)).astype(np.float32)
+    return unit_rows(outputs.reshape(len(outputs), -1, channels).mean(axis=1, dtype=np.float64))
 
 
 def feature_size(output_shape: tuple[int, ...], pooling: str) -> int:

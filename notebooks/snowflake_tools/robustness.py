@@ -121,17 +121,6 @@ def copy_makers(
 # --- Describing every copy with every method ---------------------------------------------------
 
 
-def unit_rows(features: np.ndarray) -> np.ndarray:
-    """Each row scaled to length 1 (all-zero rows stay zero): float32, same shape.
-
-    For unit vectors the squared L2 distance is ``2 - 2 * cosine``, so searching unit rows by
-    L2, as ``search.nearest_distinct_neighbours`` does, ranks them by cosine similarity.
-    """
-    features = np.asarray(features, dtype=np.float32)
-    lengths = np.linalg.norm(features, axis=1, keepdims=True)
-    return features / np.where(lengths > 0, lengths, 1.0).astype(np.float32)
-
-
 @dataclasses.dataclass
 class Described:
     """What :func:`describe_copies` returns.
