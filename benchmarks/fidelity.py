@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from snowflake_tools import demo, features, search
+from snowflake_tools import fidelity as guard
 
 LAYER = "block5_conv3"
 TOP_N = 5  # notebook 03's TOP_N, the larger of the two notebooks'
@@ -85,6 +86,12 @@ def compare_precisions(paths: list[Path], image_size: int, top_n: int = TOP_N) -
     half_distance = half_ranking.set_index("file")["distance"].reindex(full_distance.index)
     top = full_ranking.distance.drop_duplicates().to_numpy()[: top_n + 1]  # copies tie
     median = full_distance.median()
+    # What PRECISION = "auto" ends with on this machine: its choice, and after a bfloat16
+    # choice, notebook 02's close-call check, which may send the ranking back to float32
+    chosen = features.resolve_precision(features.AUTO)
+    calls = guard.close_calls(half_ranking, top_n, search.NEAR_DUPLICATE_RATIO)
+    falls_back = chosen == features.BFLOAT16 and len(calls) > 0
+    auto_ranking = full_ranking if chosen == features.FLOAT32 or falls_back else half_ranking
     return {
         "images": len(paths),
         "image_size": image_size,
@@ -102,6 +109,11 @@ def compare_precisions(paths: list[Path], image_size: int, top_n: int = TOP_N) -
         "same_near_duplicates": _pairs(full_near) == _pairs(half_near),
         "copies_found": int((full_ranking.duplicates > 0).sum()),
         "near_duplicates_found": len(full_near),
+        "close_call_margin": guard.BFLOAT16_MARGIN,
+        "close_calls": calls.to_dict("records"),
+        "auto_uses": features.FLOAT32 if falls_back else chosen,
+        "auto_top_n_identical": auto_ranking.file[:top_n].tolist()
+        == full_ranking.file[:top_n].tolist(),
     }
 
 

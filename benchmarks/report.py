@@ -124,10 +124,20 @@ def fidelity_section(results: dict) -> str:
     keys += ["same_near_duplicates", "largest_distance_change", "smallest_top_gap"]
     rows = [[name, *(row[key] for key in keys)] for name, row in results["fidelity"].items()]
     top_n = next(iter(results["fidelity"].values()))["top_n"]
+    auto_rows = [
+        [name, len(row["close_calls"]), row["auto_uses"], row["auto_top_n_identical"]]
+        for name, row in results["fidelity"].items()
+    ]
+    auto_header = ["set", "close calls in bfloat16", 'PRECISION "auto" ends in']
     return section(
         f"4. Fidelity: bfloat16 against float32, random weights, N = {top_n}",
         table([*header, "largest distance change", "smallest top-N gap"], rows),
         "distance change and gap: fractions of the median nearest-neighbour distance",
+        table([*auto_header, "top-N identical to float32"], auto_rows),
+        "close calls: top-N neighbours or near-duplicate distances within "
+        f"{next(iter(results['fidelity'].values()))['close_call_margin']} x the median "
+        "(snowflake_tools.fidelity); with any, "
+        '"auto" computes the ranking again in float32',
     )
 
 

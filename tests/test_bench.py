@@ -103,6 +103,9 @@ def test_fidelity_and_memory_tables_are_filled(quick_report):
     _, *sets = table_after(markdown, "## 4. Fidelity")
     assert [row[0] for row in sets] == ["demo set", "photo-like images"]
     assert all(0 < float(row[3]) <= 1 for row in sets)  # Spearman
+    _, *auto_rows = table_after(markdown, "## 4. Fidelity", skip=1)
+    assert [row[0] for row in auto_rows] == ["demo set", "photo-like images"]
+    assert {row[2] for row in auto_rows} <= {"float32", "bfloat16"}
     for way in ("original", "streaming"):  # the demo set's PNG files, one of them a copy
         assert results["memory"][way]["images"] == results["plan"]["fidelity_images"] + 1
 

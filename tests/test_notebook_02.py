@@ -34,6 +34,13 @@ def make_folder(folder):
     return folder
 
 
+def precision_used(record: dict) -> str:
+    """The precision a run with PRECISION "auto" must end with, given its close calls."""
+    chosen = features.resolve_precision(features.AUTO)
+    assert record["precision_asked"] == features.AUTO
+    return features.FLOAT32 if record["close_calls"] else chosen
+
+
 @pytest.fixture
 def run(run_notebook, tmp_path):
     """Run notebook 02 on ``image_dir`` with random weights and 64-pixel images."""
@@ -74,7 +81,7 @@ def test_ranks_flakes_skips_bad_files_and_reuses_the_cache(run, tmp_path):
     assert set(pd.read_csv(results / "near_duplicates.csv").columns) >= {"file", "nearest_file"}
     record = json.loads((results / "run.json").read_text())
     assert record["weights_mode"] == features.RANDOM and record["demo"]
-    assert record["precision"] == features.resolve_precision(features.AUTO)
+    assert record["precision"] == precision_used(record)
     assert record["n_images"] == 12 and record["n_skipped"] == 1 and record["n_cached"] == 0
     assert record["feature_dim"] == 4 * 4 * 512  # 64 px in, 1/16 of it out
     assert record["peak_memory_mib"] > 0
@@ -84,6 +91,23 @@ def test_ranks_flakes_skips_bad_files_and_reuses_the_cache(run, tmp_path):
     assert json.loads((again / "run.json").read_text())["n_cached"] == 12
     rerun = pd.read_csv(again / "uniqueness.csv", keep_default_na=False)
     pd.testing.assert_frame_equal(rerun, ranking)
+
+
+@pytest.mark.skipif(
+    features.resolve_precision(features.AUTO) != features.BFLOAT16,
+    reason='PRECISION "auto" is float32 on this CPU: nothing to fall back from',
+)
+def test_close_calls_send_auto_back_to_float32(run_notebook, tmp_path):
+    """A margin so wide that every top pair is a close call: "auto" ends as float32 does."""
+    image_dir = make_folder(tmp_path / "flakes")
+    common = dict(IMAGE_DIR=str(image_dir), WEIGHTS=None, IMAGE_SIZE=64)
+    run_notebook(NOTEBOOK, RESULTS_DIR=str(tmp_path / "auto"), CLOSE_CALL_MARGIN=1e9, **common)
+    run_notebook(NOTEBOOK, RESULTS_DIR=str(tmp_path / "f32"), PRECISION="float32", **common)
+    record = json.loads((tmp_path / "auto" / "run.json").read_text())
+    assert record["close_calls"] >= 1 and record["precision"] == features.FLOAT32
+    expected = pd.read_csv(tmp_path / "f32" / "uniqueness.csv", keep_default_na=False)
+    ranking = pd.read_csv(tmp_path / "auto" / "uniqueness.csv", keep_default_na=False)
+    pd.testing.assert_frame_equal(ranking, expected)
 
 
 def test_missing_image_folder_says_to_run_notebook_01(run, tmp_path):

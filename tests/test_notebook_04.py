@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from test_notebook_02 import make_folder
+from test_notebook_02 import make_folder, precision_used
 from test_report import table_files
 
 from snowflake_tools import features
@@ -42,7 +42,7 @@ def test_ranks_certifies_and_skips_known_files_on_a_rerun(run_notebook, tmp_path
 
     run = json.loads((scale / "run.json").read_text())
     assert run["certified"] is True and run["K"] >= 3
-    assert run["precision"] == features.resolve_precision(features.AUTO)
+    assert run["precision"] == precision_used(run)
     assert run["n"] == 12 and run["n_distinct"] == 10 and run["n_skipped"] == 1
     assert run["pooling"] == "gap" and run["feature_dim"] == 512
     assert run["index"] == {"kind": "flat"} and run["recall_at_1"] == 1.0
@@ -59,7 +59,8 @@ def test_ranks_certifies_and_skips_known_files_on_a_rerun(run_notebook, tmp_path
 
 def test_flattened_exact_ranking_equals_notebook_02(run_notebook, tmp_path):
     image_dir = make_folder(tmp_path / "flakes")
-    common = dict(IMAGE_DIR=str(image_dir), WEIGHTS=None, IMAGE_SIZE=64)
+    # Both keep the precision "auto" chose (no close-call fallback), so they rank the same features
+    common = dict(IMAGE_DIR=str(image_dir), WEIGHTS=None, IMAGE_SIZE=64, CLOSE_CALL_MARGIN=0)
     run_notebook("02_most_unique_snowflake.ipynb", RESULTS_DIR=str(tmp_path / "nb02"), **common)
     run_notebook(
         NOTEBOOK, RESULTS_DIR=str(tmp_path / "nb04"), POOLING="flatten", INDEX="flat",
@@ -70,3 +71,23 @@ def test_flattened_exact_ranking_equals_notebook_02(run_notebook, tmp_path):
     for column in ["rank", "file", "nearest_file", "duplicates"]:
         assert ranking[column].tolist() == expected[column].tolist(), column
     np.testing.assert_allclose(ranking["distance"], expected["distance"], rtol=1e-4)
+
+
+@pytest.mark.skipif(
+    features.resolve_precision(features.AUTO) != features.BFLOAT16,
+    reason='PRECISION "auto" is float32 on this CPU: nothing to fall back from',
+)
+def test_close_calls_send_auto_back_to_float32(run_notebook, tmp_path):
+    """Every top pair a close call: "auto" extracts again in float32 and ranks as float32 does."""
+    image_dir = make_folder(tmp_path / "flakes")
+    common = dict(IMAGE_DIR=str(image_dir), WEIGHTS=None, IMAGE_SIZE=32, TOP_N=3)
+    run_notebook(NOTEBOOK, RESULTS_DIR=str(tmp_path / "auto"), CLOSE_CALL_MARGIN=1e9, **common)
+    run_notebook(NOTEBOOK, RESULTS_DIR=str(tmp_path / "f32"), PRECISION="float32", **common)
+    run = json.loads((tmp_path / "auto" / "scale" / "run.json").read_text())
+    assert run["close_calls"] >= 1 and run["precision"] == features.FLOAT32
+    assert run["certified"] is True and run["n"] == 12
+    # both precisions' shards, each in a folder of its own
+    assert len(list((tmp_path / "auto" / "scale" / "features").iterdir())) == 2
+    expected = pd.read_csv(tmp_path / "f32" / "scale" / "uniqueness.csv", keep_default_na=False)
+    ranking = pd.read_csv(tmp_path / "auto" / "scale" / "uniqueness.csv", keep_default_na=False)
+    pd.testing.assert_frame_equal(ranking, expected)

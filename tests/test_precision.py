@@ -16,6 +16,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import fidelity  # noqa: E402
 
+from snowflake_tools import features  # noqa: E402
+
 pytestmark = pytest.mark.slow
 
 IMAGES, IMAGE_SIZE = 40, 224
@@ -55,3 +57,24 @@ def test_demo_set_ranks_the_same_in_bfloat16(demo_result):
 
 def test_photo_like_images_rank_the_same_in_bfloat16(photo_result):
     check_same_ranking_up_to_near_ties(photo_result)
+
+
+@pytest.mark.parametrize("name", ["demo_result", "photo_result"])
+def test_auto_gives_the_float32_top_n(name, request):
+    """PRECISION = "auto", close-call check included, always ends with float32's top N."""
+    result = request.getfixturevalue(name)
+    assert result["auto_top_n_identical"]
+    # the check falls back exactly when bfloat16 left close calls (or auto chose float32)
+    if features.resolve_precision(features.AUTO) == features.BFLOAT16:
+        expected = features.FLOAT32 if result["close_calls"] else features.BFLOAT16
+        assert result["auto_uses"] == expected
+    else:
+        assert result["auto_uses"] == features.FLOAT32
+
+
+def test_the_close_call_check_catches_every_swap(demo_result, photo_result):
+    """A top N that bfloat16 reorders always shows up as a close call."""
+    for result in (demo_result, photo_result):
+        assert result["top_n_identical"] or result["close_calls"]
+    # on these sets: the demo crystals are far apart, the photo-like set has a near tie
+    assert not demo_result["close_calls"] and photo_result["close_calls"]

@@ -12,6 +12,7 @@ Modules:
     features  -- VGG16 feature extraction with a cache (notebook 02)
     prologue  -- the opening steps notebooks 02 and 03 share: folders, the cut VGG16
     search    -- nearest distinct neighbours and k-NN scores with FAISS (notebooks 02, 03)
+    fidelity  -- the close calls that decide whether bfloat16 features are precise enough
     plots     -- montages and result figures
     atlas     -- the t-SNE map of every flake as a thumbnail (notebook 02)
     report    -- the self-contained report.html (notebook 02)

@@ -310,6 +310,8 @@ class Ranking:
         certified: the :class:`Certified` record of the exact top-N.
         n_distinct: rows left after merging exact copies.
         index_seconds, search_seconds: time to build the index and to search all rows.
+        approximate_nearest: per distinct row, the nearest other row the index found, before
+            the certificate made the top exact (for :func:`recall_at_1`).
     """
 
     neighbours: pd.DataFrame
@@ -318,6 +320,7 @@ class Ranking:
     n_distinct: int
     index_seconds: float
     search_seconds: float
+    approximate_nearest: np.ndarray
 
 
 def rank_at_scale(
@@ -347,5 +350,7 @@ def rank_at_scale(
     certified = certify_top(distinct, nearest, scores, top_n, k_neighbours)
 
     neighbours = neighbours_table(groups, first_rows, certified)
-    ranking = Ranking(neighbours, settings, certified, len(distinct), index_seconds, search_seconds)
+    ranking = Ranking(
+        neighbours, settings, certified, len(distinct), index_seconds, search_seconds, nearest
+    )
     return ranking, index, distinct

@@ -30,6 +30,10 @@ _SAMPLED_VALUES = 256
 _MAX_SQUARED_LENGTH = float(np.finfo(np.float32).max) / 4
 
 
+#: Pairs closer than this fraction of the median nearest-neighbour distance are reported as
+#: near-duplicates (notebook 02's ``NEAR_DUPLICATE_RATIO``; notebook 04 uses this default).
+NEAR_DUPLICATE_RATIO = 0.05
+
 #: What to say when every flake is an exact copy of every other (``n``: how many there are).
 NO_DISTINCT_NEIGHBOUR = (
     "No flake has a distinct neighbour: all {n} images are exact copies of one picture,\n"
@@ -311,7 +315,9 @@ def rank_uniqueness(neighbours: pd.DataFrame, files: list[str]) -> pd.DataFrame:
     return table
 
 
-def find_near_duplicates(ranking: pd.DataFrame, ratio: float = 0.05) -> pd.DataFrame:
+def find_near_duplicates(
+    ranking: pd.DataFrame, ratio: float = NEAR_DUPLICATE_RATIO
+) -> pd.DataFrame:
     """Pairs of different flakes that are suspiciously close: likely copies of one photo.
 
     A pair is listed when its distance is below ``ratio`` times the median nearest-neighbour
