@@ -168,3 +168,23 @@ def test_a_certificate_whose_bound_reaches_the_top_does_not_hold():
     assert not ann.Certified(**record, k_checked=2, bound=2.0, top_n_exact=2.0).holds
     assert ann.Certified(**record, k_checked=2, bound=1.0, top_n_exact=2.0).holds
     assert ann.Certified(**record, k_checked=4, bound=-np.inf, top_n_exact=1.0).holds
+
+
+@pytest.mark.parametrize("queries", ["all", "subset"])
+def test_cell_by_cell_search_finds_what_query_by_query_search_finds(queries):
+    rows = clustered_rows(n=4000)
+    distinct = rows[search.group_copies(rows).first_rows]
+    index = ann.build_index(distinct, ann.choose_index(len(distinct), "ivf", nprobe=2))
+    assert len(distinct) >= ann.BIG_BATCH_QUERIES_PER_CELL * index.nlist  # takes that path
+    chosen = np.arange(len(distinct))
+    if queries == "subset":
+        chosen = np.random.default_rng(3).choice(len(distinct), 2000, replace=False)
+        assert len(chosen) >= ann.BIG_BATCH_QUERIES_PER_CELL * index.nlist
+    distances, labels = ann.search_rows(index, distinct, chosen, 3)
+    expected_distances, expected_labels = index.search(distinct[chosen], 3)
+    # the same neighbours; distances by a matrix product agree to float precision
+    assert (labels[:, 1:] == expected_labels[:, 1:]).mean() > 0.999
+    np.testing.assert_allclose(distances[:, 1:], expected_distances[:, 1:], rtol=1e-4, atol=1e-6)
+    nearest, scores = ann.knn_scores(index, distinct, chosen, 2)
+    assert (nearest == expected_labels[:, 1]).mean() > 0.999
+    np.testing.assert_allclose(scores, expected_distances[:, 1:].mean(axis=1), rtol=1e-4)
