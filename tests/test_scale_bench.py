@@ -36,5 +36,8 @@ def test_quick_scale_bench_writes_markdown_and_json(tmp_path):
     assert extraction["ray_two_nodes"]["every_node_worked"] is True
     assert extraction["ray_two_nodes"]["nodes"] == 2
     assert sum(extraction["ray_local"]["rows_per_node"]) == extraction["n_images"]
+    for run in (extraction["ray_local"], extraction["ray_two_nodes"]):
+        assert 0 < run["batch_seconds"] < run["seconds"]  # the batches are part of the run
+    assert extraction["ray_local_fixed_seconds"] > 0
     markdown = out.read_text()
     assert "| 3,000 | ivf" in markdown and "Ray Data, two nodes" in markdown

@@ -105,6 +105,7 @@ def test_features_equal_extract_features(local_ray, extractor, tmp_path, pooling
     assert "cannot identify image file" in assembled.skipped["reason"].iloc[0]
     assert run.n_extracted == 8  # 9 files, the copy's content extracted once
     assert sum(run.work_by_node.values()) == 8
+    assert 0 < run.batch_seconds < run.seconds - run.hash_seconds  # actors start before batches
     assert local_ray["address_kind"] == "local" and local_ray["nodes"] == 1
 
     # A re-run finds every content in the shards, a new image is the only work.
@@ -113,6 +114,8 @@ def test_features_equal_extract_features(local_ray, extractor, tmp_path, pooling
         image_dir, tmp_path / "results", extractor, pooling_kind
     )
     assert again.n_extracted == 1 and again.n_known == 9
+    nothing_new, _ = run_extraction(image_dir, tmp_path / "results", extractor, pooling_kind)
+    assert nothing_new.n_extracted == 0 and nothing_new.batch_seconds == 0
     assert len(assembled_again.files) == 9
     shards = list(
         ray_extract.shard_folder(tmp_path / "results", extractor, SIZE, pooling_kind).iterdir()

@@ -41,8 +41,10 @@ BATCHES_PER_BLOCK = 4
 #: Seconds to wait for every extraction actor to start before giving up with an error (a
 #: cluster without the CPUs for them would otherwise wait forever).
 ACTOR_START_TIMEOUT_S = 600
-#: Shard columns, in order.
-COLUMNS = ("file", "sha256", "vector", "error", "node")
+#: Shard columns, in order. ``node`` is the Ray node that extracted the row; ``started`` and
+#: ``finished`` the wall-clock times (Unix seconds) of its batch, which show how long the
+#: batches took apart from starting Ray and its actors.
+COLUMNS = ("file", "sha256", "vector", "error", "node", "started", "finished")
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -135,6 +137,7 @@ class FeatureExtractor:
 
         from snowflake_tools import features
 
+        started = time.time()
         pixels, errors = [], []
         for path in batch["path"]:
             try:
@@ -148,11 +151,17 @@ class FeatureExtractor:
             outputs = features.run_model(self.extractor, np.stack(pixels))
             vectors[loaded] = pooling.pool(outputs, self.channels, self.pooling)
         node = ray.get_runtime_context().get_node_id()
-        return shard_table(batch["file"], batch["sha256"], vectors, errors, node)
+        timing = (started, time.time())
+        return shard_table(batch["file"], batch["sha256"], vectors, errors, node, timing)
 
 
-def shard_table(file, sha256, vectors: np.ndarray, errors, node) -> pa.Table:
-    """One shard's rows: ``vector`` is a fixed-size list of float32, readable without Ray."""
+def shard_table(
+    file, sha256, vectors: np.ndarray, errors, node: str, timing: tuple[float, float]
+) -> pa.Table:
+    """One shard's rows: ``vector`` is a fixed-size list of float32, readable without Ray.
+
+    ``timing`` is ``(started, finished)`` of the batch, in Unix seconds (see :data:`COLUMNS`).
+    """
     n = len(vectors)
     flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
     return pa.table(
@@ -162,6 +171,8 @@ def shard_table(file, sha256, vectors: np.ndarray, errors, node) -> pa.Table:
             "vector": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]),
             "error": pa.array(list(errors), pa.string()),
             "node": pa.array([node] * n, pa.string()),
+            "started": pa.array([timing[0]] * n, pa.float64()),
+            "finished": pa.array([timing[1]] * n, pa.float64()),
         }
     )
 
@@ -208,7 +219,9 @@ class ShardRun:
         n_known: images whose content was already in the shards.
         work_by_node: rows written in this run per Ray node id.
         hash_seconds: wall time of listing and hashing the files.
-        seconds: wall time, hashing included.
+        batch_seconds: from the start of the first batch to the end of the last: the
+            extraction itself, without starting the actors (0 when nothing was extracted).
+        seconds: wall time, hashing and starting the actors included.
     """
 
     listing: pd.DataFrame
@@ -216,6 +229,7 @@ class ShardRun:
     n_known: int
     work_by_node: dict
     hash_seconds: float
+    batch_seconds: float
     seconds: float
 
 
@@ -261,6 +275,7 @@ def extract_to_shards(
     readable = listing["sha256"] != ""  # "" = the file itself could not be opened
     todo = listing[readable & ~listing["sha256"].isin(known)].drop_duplicates("sha256")
     work_by_node: dict = {}
+    batch_seconds = 0.0
     if len(todo):
         pool_size = actors or sum(node["Alive"] for node in ray.nodes())
         # Start the whole pool before the first batch, so that a quick first actor cannot take
@@ -285,8 +300,9 @@ def extract_to_shards(
         )
         try:
             written.write_parquet(str(temporary))
-            nodes = read_shards(temporary, ["node"]).column("node").to_pandas()
-            work_by_node = nodes.value_counts().to_dict()
+            written_rows = read_shards(temporary, ["node", "started", "finished"]).to_pandas()
+            work_by_node = written_rows["node"].value_counts().to_dict()
+            batch_seconds = written_rows["finished"].max() - written_rows["started"].min()
             for shard in sorted(temporary.glob("*.parquet")):
                 shard.rename(folder / f"{uuid.uuid4().hex}.parquet")
         finally:
@@ -297,6 +313,7 @@ def extract_to_shards(
         n_known=int(listing["sha256"].isin(known).sum()),
         work_by_node=work_by_node,
         hash_seconds=hash_seconds,
+        batch_seconds=float(batch_seconds),
         seconds=time.perf_counter() - started,
     )
 
