@@ -162,6 +162,8 @@ def extraction_cases(n_images: int, image_size: int, folder: Path) -> dict:
         expected_fingerprint=features.fingerprint(extractor),
     )
     log(f"extraction: {len(paths)} images at {image_size} px in one process")
+    # Warmed up like each Ray actor (FeatureExtractor's warm_up_batch): both sides time batches
+    features.run_model(extractor, np.zeros((BATCH, image_size, image_size, 3), np.float32))
     one_process = features.extract_features(extractor, paths, BATCH, progress=False).seconds
     cases = {"n_images": len(paths), "image_size": image_size, "batch_size": BATCH}
     cases["one_process"] = {"seconds": one_process, "images_per_second": len(paths) / one_process}
@@ -248,7 +250,8 @@ def report(search_results: list[dict], extraction: dict) -> str:
             "(GAP features)",
             "",
             f"Batch size {extraction['batch_size']}. One process: `extract_features`, model "
-            "already built. Ray Data: `extract_to_shards` on a running Ray; *batches* is from "
+            "already built and run once on a blank batch, as each Ray actor does. Ray Data: "
+            "`extract_to_shards` on a running Ray; *batches* is from "
             "the start of the first batch to the end of the last, *end to end* adds hashing "
             "the files and starting the actors.",
             "",

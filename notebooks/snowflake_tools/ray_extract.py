@@ -16,6 +16,7 @@ import dataclasses
 import math
 import os
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -36,6 +37,9 @@ LOOPBACK_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 #: Logical CPUs each extraction actor asks for. One per actor leaves a CPU for reading and
 #: hashing files even on a 2-core laptop (with every CPU taken by actors Ray Data would wait).
 ACTOR_CPUS = 1
+#: Batches each actor works on at once: while one runs through the network (TensorFlow uses
+#: every core for it), the next one is read and decoded, as a prefetching loader would.
+CALLS_PER_ACTOR = 2
 #: Rows per Ray Data block: several batches, so that work spreads over actors and nodes.
 BATCHES_PER_BLOCK = 4
 #: Seconds to wait for every extraction actor to start before giving up with an error (a
@@ -114,9 +118,19 @@ class FeatureExtractor:
         pooling_kind: ``"gap"`` or ``"flatten"`` (see ``pooling.pool``).
         expected_fingerprint: ``features.fingerprint`` of the driver's extractor; a worker
             whose model differs (another weights file, say) refuses to write anything.
+        warm_up_batch: images in one blank batch run as the actor starts (0: none). The first
+            batch of a fresh TensorFlow process pays for setting the model up (over a second
+            here); paying it while the other actors start keeps it out of the real batches.
     """
 
-    def __init__(self, model_settings: dict, layer: str, pooling_kind: str, expected_fingerprint):
+    def __init__(
+        self,
+        model_settings: dict,
+        layer: str,
+        pooling_kind: str,
+        expected_fingerprint,
+        warm_up_batch: int = 0,
+    ):
         from snowflake_tools import features
 
         base, _ = features.load_vgg16(**model_settings)
@@ -130,6 +144,10 @@ class FeatureExtractor:
         self.channels = int(self.extractor.output.shape[-1])
         self.pooling = pooling_kind
         self.n_values = pooling.feature_size(tuple(self.extractor.output.shape[1:]), pooling_kind)
+        self.model_lock = threading.Lock()
+        if warm_up_batch:
+            blank = np.zeros((warm_up_batch, self.image_size, self.image_size, 3), np.float32)
+            features.run_model(self.extractor, blank)
 
     def __call__(self, batch: dict) -> pa.Table:
         """Features of one batch of ``path, file, sha256`` rows, as a shard table."""
@@ -148,7 +166,8 @@ class FeatureExtractor:
         vectors = np.zeros((len(errors), self.n_values), dtype=np.float32)
         loaded = np.array([error == "" for error in errors])
         if pixels:
-            outputs = features.run_model(self.extractor, np.stack(pixels))
+            with self.model_lock:  # one batch in the network at a time; the next one decodes
+                outputs = features.run_model(self.extractor, np.stack(pixels))
             vectors[loaded] = pooling.pool(outputs, self.channels, self.pooling)
         node = ray.get_runtime_context().get_node_id()
         timing = (started, time.time())
@@ -287,14 +306,21 @@ def extract_to_shards(
         blocks = max(2 * pool_size, math.ceil(len(todo) / (batch_size * BATCHES_PER_BLOCK)))
         blocks = min(len(todo), blocks)
         batch_size = max(1, min(batch_size, len(todo) // blocks))
-        written = ray.data.from_items(
-            todo.to_dict("records"), override_num_blocks=blocks
-        ).map_batches(
+        # Whole batches per block: a block's last, partial batch is a new input shape for
+        # TensorFlow to set up, so only the very last block may have one.
+        per_block = batch_size * math.ceil(len(todo) / (blocks * batch_size))
+        chunks = [todo.iloc[start : start + per_block] for start in range(0, len(todo), per_block)]
+        written = ray.data.from_pandas(chunks).map_batches(
             FeatureExtractor,
-            fn_constructor_kwargs=extractor_args,
+            fn_constructor_kwargs={**extractor_args, "warm_up_batch": batch_size},
             batch_size=batch_size,
             batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=pool_size),
+            compute=ray.data.ActorPoolStrategy(
+                size=pool_size,
+                max_concurrent_calls_per_actor=CALLS_PER_ACTOR,
+                max_tasks_in_flight_per_actor=CALLS_PER_ACTOR,  # the rest waits for any actor
+                enable_true_multi_threading=True,
+            ),
             num_cpus=ACTOR_CPUS,
             ray_remote_args_fn=_spread_over_nodes,
         )
