@@ -22,12 +22,14 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before Ray is imported:
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import common
 import numpy as np
 from common import RESULT_PREFIX, log
 
@@ -43,6 +45,8 @@ KINDS = {"flat": FULL_BRUTE_FORCE_MAX, "ivf": 10**9, "hnsw": FULL_BRUTE_FORCE_MA
 BATCH = 32
 #: The issue's goal for Ray Data's images/s against one process.
 RATIO_GOAL = 0.85
+#: Interleaved rounds of one process against Ray Data locally (as ``make bench`` does).
+ROUNDS = 3
 #: Queries timed to project brute force beyond FULL_BRUTE_FORCE_MAX rows.
 PROJECTION_QUERIES = 1024
 
@@ -161,32 +165,46 @@ def extraction_cases(n_images: int, image_size: int, folder: Path) -> dict:
         pooling_kind="gap",
         expected_fingerprint=features.fingerprint(extractor),
     )
-    log(f"extraction: {len(paths)} images at {image_size} px in one process")
     # Warmed up like each Ray actor (FeatureExtractor's warm_up_batch): both sides time batches
     features.run_model(extractor, np.zeros((BATCH, image_size, image_size, 3), np.float32))
-    one_process = features.extract_features(extractor, paths, BATCH, progress=False).seconds
-    cases = {"n_images": len(paths), "image_size": image_size, "batch_size": BATCH}
-    cases["one_process"] = {"seconds": one_process, "images_per_second": len(paths) / one_process}
+    one_process, ray_local = [], []
 
-    log("extraction: Ray Data, local")
+    def in_one_process():
+        one_process.append(features.extract_features(extractor, paths, BATCH, progress=False))
+
+    def through_ray():  # a new shard folder each round, so that every round extracts everything
+        shards = folder / f"local-{len(ray_local)}"
+        ray_local.append(ray_extract.extract_to_shards(paths, image_dir, shards, arguments, BATCH))
+
+    log(f"extraction: {len(paths)} images at {image_size} px, one process and Ray Data locally, "
+        f"{ROUNDS} interleaved rounds")  # fmt: skip
     ray_extract.start_ray(None)
     try:
-        run = ray_extract.extract_to_shards(paths, image_dir, folder / "local", arguments, BATCH)
+        common.interleaved({"one process": in_one_process, "Ray Data": through_ray}, ROUNDS)
     finally:
         ray_extract.stop_ray()
-    cases["ray_local"] = ray_case(run, len(paths))
-    # Once the actors run, how fast are the batches compared with one process? And what does
+    one_seconds = [run.seconds for run in one_process]
+    cases = {"n_images": len(paths), "image_size": image_size, "batch_size": BATCH}
+    cases["rounds"] = ROUNDS
+    cases["one_process"] = {
+        "seconds": statistics.median(one_seconds),
+        "images_per_second": len(paths) / statistics.median(one_seconds),
+        "all_seconds": one_seconds,
+    }
+    cases["ray_local"] = ray_case(ray_local, len(paths))
+    # Per round, side by side: how fast are Ray's batches against one process, and what does
     # Ray add once per run (hashing, starting actors that each import TensorFlow)?
-    cases["ratio_local_to_one_process"] = one_process / run.batch_seconds
-    cases["ratio_local_to_one_process_end_to_end"] = one_process / run.seconds
-    cases["ray_local_fixed_seconds"] = run.seconds - run.batch_seconds
-    # Images at which the end-to-end ratio would reach RATIO_GOAL, if both rates held.
-    slack = 1 / cases["one_process"]["images_per_second"] - RATIO_GOAL * run.batch_seconds / len(
-        paths
-    )
-    cases["images_for_ratio_goal"] = (
-        RATIO_GOAL * cases["ray_local_fixed_seconds"] / slack if slack > 0 else None
-    )
+    batch_ratios = [a / b.batch_seconds for a, b in zip(one_seconds, ray_local, strict=True)]
+    whole_ratios = [a / b.seconds for a, b in zip(one_seconds, ray_local, strict=True)]
+    cases["ratio_local_to_one_process"] = common.summary(batch_ratios)
+    cases["ratio_local_to_one_process_end_to_end"] = common.summary(whole_ratios)
+    fixed = statistics.median(run.seconds - run.batch_seconds for run in ray_local)
+    cases["ray_local_fixed_seconds"] = fixed
+    # Images at which the end-to-end ratio would reach RATIO_GOAL, if these rates held.
+    one_per_image = cases["one_process"]["seconds"] / len(paths)
+    ray_per_image = cases["ray_local"]["batch_seconds"] / len(paths)
+    slack = one_per_image - RATIO_GOAL * ray_per_image
+    cases["images_for_ratio_goal"] = RATIO_GOAL * fixed / slack if slack > 0 else None
 
     log("extraction: Ray Data, two-node cluster on this machine")
     from ray.cluster_utils import Cluster
@@ -203,20 +221,27 @@ def extraction_cases(n_images: int, image_size: int, folder: Path) -> dict:
     finally:
         ray_extract.stop_ray()
         cluster.shutdown()
-    cases["ray_two_nodes"] = ray_case(run, len(paths)) | {
+    cases["ray_two_nodes"] = ray_case([run], len(paths)) | {
         "nodes": info["nodes"], "every_node_worked": len(run.work_by_node) == info["nodes"],
     }  # fmt: skip
     return cases
 
 
-def ray_case(run, n_images: int) -> dict:
-    """The numbers of one Ray Data run: end to end, and its batches alone."""
+def ray_case(runs: list, n_images: int) -> dict:
+    """Median numbers of Ray Data runs: end to end, and their batches alone."""
+    seconds = statistics.median(run.seconds for run in runs)
+    batch_seconds = statistics.median(run.batch_seconds for run in runs)
     return {
-        "seconds": run.seconds, "images_per_second": n_images / run.seconds,
-        "batch_seconds": run.batch_seconds,
-        "batch_images_per_second": n_images / run.batch_seconds,
-        "hash_seconds": run.hash_seconds, "rows_per_node": list(run.work_by_node.values()),
+        "seconds": seconds, "images_per_second": n_images / seconds,
+        "batch_seconds": batch_seconds, "batch_images_per_second": n_images / batch_seconds,
+        "hash_seconds": statistics.median(run.hash_seconds for run in runs),
+        "rows_per_node": list(runs[-1].work_by_node.values()),
     }  # fmt: skip
+
+
+def ratio_text(ratio: dict) -> str:
+    """``median (min-max)`` of a :func:`common.summary` of ratios."""
+    return f"{ratio['median']:.2f} ({ratio['min']:.2f}-{ratio['max']:.2f})"
 
 
 def report(search_results: list[dict], extraction: dict) -> str:
@@ -249,7 +274,9 @@ def report(search_results: list[dict], extraction: dict) -> str:
             f"## Extraction: {extraction['n_images']} images at {extraction['image_size']} px "
             "(GAP features)",
             "",
-            f"Batch size {extraction['batch_size']}. One process: `extract_features`, model "
+            f"Batch size {extraction['batch_size']}; one process and Ray Data locally take turns "
+            f"for {extraction['rounds']} rounds (medians; the two-node cluster runs once). "
+            "One process: `extract_features`, model "
             "already built and run once on a blank batch, as each Ray actor does. Ray Data: "
             "`extract_to_shards` on a running Ray; *batches* is from "
             "the start of the first batch to the end of the last, *end to end* adds hashing "
@@ -267,9 +294,10 @@ def report(search_results: list[dict], extraction: dict) -> str:
                 for name, run in [("Ray Data, local", local), ("Ray Data, two nodes", two)]
             ),
             "",
-            f"Ray Data local / one process (images/s): batches "
-            f"{extraction['ratio_local_to_one_process']:.2f}, end to end "
-            f"{extraction['ratio_local_to_one_process_end_to_end']:.2f}. Seconds Ray adds per "
+            f"Ray Data local / one process (images/s), median of the rounds' ratios (range): "
+            f"batches {ratio_text(extraction['ratio_local_to_one_process'])}, end to end "
+            f"{ratio_text(extraction['ratio_local_to_one_process_end_to_end'])}. Seconds Ray "
+            "adds per "
             f"run: {extraction['ray_local_fixed_seconds']:.1f} (hashing "
             f"{local['hash_seconds']:.1f}). End to end reaches {RATIO_GOAL} at about "
             + (
