@@ -7,6 +7,7 @@ import os
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before Ray is imported: loopback only
 
 import pytest
+import ray
 from test_scale_ray import LAYER, SIZE, make_flakes
 
 from snowflake_tools import features, images, ray_extract
@@ -46,7 +47,11 @@ def test_both_nodes_extract(two_node_cluster, tmp_path):
         expected_fingerprint=features.fingerprint(extractor),
     )
     paths = images.list_images(image_dir)
+    context = ray.data.DataContext.get_current()
+    before = context.wait_for_min_actors_s, context.execution_options.actor_locality_enabled
     run = ray_extract.extract_to_shards(paths, image_dir, folder, arguments, batch_size=2)
+    after = context.wait_for_min_actors_s, context.execution_options.actor_locality_enabled
+    assert after == before  # the pool's settings do not leak into the user's later datasets
 
     assert len(run.work_by_node) == 2, run.work_by_node
     assert all(count > 0 for count in run.work_by_node.values())

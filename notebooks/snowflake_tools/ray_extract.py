@@ -12,6 +12,7 @@ a local run binds to 127.0.0.1 and opens no port to the network.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -19,7 +20,8 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +102,34 @@ def _spread_over_nodes() -> dict:
     the scheduling strategy; revisit when the pin moves.)
     """
     return {"scheduling_strategy": "SPREAD"}
+
+
+@contextlib.contextmanager
+def _actor_pool_settings() -> Iterator[None]:
+    """Ray Data settings for the extraction, restored afterwards.
+
+    The whole pool starts before the first batch, so that a quick first actor cannot take all
+    the work and a node that cannot host an actor is an error, not a hang. Blocks go to the
+    least busy actor rather than to one on the node that holds the block: a block holds file
+    names only (each actor reads the pixels itself), and the driver's node holds every block,
+    so "locality" would pile the work on that node whenever its actor keeps up.
+    """
+    import ray
+
+    context = ray.data.DataContext.get_current()
+    saved = context.wait_for_min_actors_s, context.execution_options.actor_locality_enabled
+    context.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
+    with warnings.catch_warnings():
+        # Deprecated in Ray 2.60 ("removed after January 2027"); revisit when the pin moves.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context.execution_options.actor_locality_enabled = False
+    try:
+        yield
+    finally:
+        context.wait_for_min_actors_s = saved[0]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            context.execution_options.actor_locality_enabled = saved[1]
 
 
 def stop_ray() -> None:
@@ -252,6 +282,26 @@ class ShardRun:
     seconds: float
 
 
+def _extraction_pipeline(chunks, extractor_args: dict, batch_size: int, pool_size: int):
+    """The Ray Data pipeline: blocks of ``path, file, sha256`` rows → a pool of extractors."""
+    import ray
+
+    return ray.data.from_pandas(chunks).map_batches(
+        FeatureExtractor,
+        fn_constructor_kwargs={**extractor_args, "warm_up_batch": batch_size},
+        batch_size=batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(
+            size=pool_size,
+            max_concurrent_calls_per_actor=CALLS_PER_ACTOR,
+            max_tasks_in_flight_per_actor=CALLS_PER_ACTOR,  # the rest waits for any actor
+            enable_true_multi_threading=True,
+        ),
+        num_cpus=ACTOR_CPUS,
+        ray_remote_args_fn=_spread_over_nodes,
+    )
+
+
 def extract_to_shards(
     paths: Sequence[str | os.PathLike],
     image_dir: str | os.PathLike,
@@ -297,9 +347,6 @@ def extract_to_shards(
     batch_seconds = 0.0
     if len(todo):
         pool_size = actors or sum(node["Alive"] for node in ray.nodes())
-        # Start the whole pool before the first batch, so that a quick first actor cannot take
-        # all the work and a node that cannot host an actor is an error, not a hang.
-        ray.data.DataContext.get_current().wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
         temporary = folder / f".incomplete-{uuid.uuid4().hex}"
         # At least two blocks per actor, so that no actor (and no node) sits idle; Ray Data
         # bundles blocks up to a batch, so a small set also needs smaller batches.
@@ -310,22 +357,10 @@ def extract_to_shards(
         # TensorFlow to set up, so only the very last block may have one.
         per_block = batch_size * math.ceil(len(todo) / (blocks * batch_size))
         chunks = [todo.iloc[start : start + per_block] for start in range(0, len(todo), per_block)]
-        written = ray.data.from_pandas(chunks).map_batches(
-            FeatureExtractor,
-            fn_constructor_kwargs={**extractor_args, "warm_up_batch": batch_size},
-            batch_size=batch_size,
-            batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(
-                size=pool_size,
-                max_concurrent_calls_per_actor=CALLS_PER_ACTOR,
-                max_tasks_in_flight_per_actor=CALLS_PER_ACTOR,  # the rest waits for any actor
-                enable_true_multi_threading=True,
-            ),
-            num_cpus=ACTOR_CPUS,
-            ray_remote_args_fn=_spread_over_nodes,
-        )
         try:
-            written.write_parquet(str(temporary))
+            with _actor_pool_settings():
+                pipeline = _extraction_pipeline(chunks, extractor_args, batch_size, pool_size)
+                pipeline.write_parquet(str(temporary))
             written_rows = read_shards(temporary, ["node", "started", "finished"]).to_pandas()
             work_by_node = written_rows["node"].value_counts().to_dict()
             batch_seconds = written_rows["finished"].max() - written_rows["started"].min()
