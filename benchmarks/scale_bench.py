@@ -81,6 +81,22 @@ def exact_scores(vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return ann.knn_scores(ann.BruteForce(vectors), vectors, rows, 1)[1]
 
 
+def same_top(scores: np.ndarray, exact: np.ndarray, top_n: int, rtol: float = 1e-5) -> bool:
+    """Whether the top-``top_n`` by ``scores`` is the exact one, up to ties.
+
+    Rank by rank the scores must match the exact ones; where the flakes differ, their exact
+    scores must tie (within ``rtol``) with the other list's flake. A mutual nearest pair shares
+    one distance, and the two searches round it differently in the last bit (how BLAS blocks a
+    product depends on the CPU and on the batch), so the pair may come out in either order.
+    """
+    top = np.argsort(-scores, kind="stable")[:top_n]
+    exact_top = np.argsort(-exact, kind="stable")[:top_n]
+    return bool(
+        np.allclose(scores[top], exact[exact_top], rtol=rtol)
+        and np.allclose(exact[top], exact[exact_top], rtol=rtol)
+    )
+
+
 def search_case(n: int, kind: str, full_brute_force_max: int = FULL_BRUTE_FORCE_MAX) -> dict:
     """One size and index kind, in this (child) process: the numbers of the search table."""
     rows = synthetic_rows(n)
@@ -114,11 +130,7 @@ def search_case(n: int, kind: str, full_brute_force_max: int = FULL_BRUTE_FORCE_
         exact = exact_scores(distinct, np.arange(len(distinct)))
         result["brute_force_seconds"] = time.perf_counter() - started
         result["brute_force_projected"] = False
-        exact_top = np.argsort(-exact, kind="stable")[:TOP_N]
-        result["top_equals_brute_force"] = bool(
-            np.array_equal(top, exact_top)
-            and np.allclose(certified.scores[top], exact[exact_top], rtol=1e-5)
-        )
+        result["top_equals_brute_force"] = same_top(certified.scores, exact, TOP_N)
     else:
         # Time exact search on blocks of queries and project; check the candidates' exact
         # scores (the certificate's) against a fresh brute force of the top.
@@ -254,7 +266,7 @@ def report(search_results: list[dict], extraction: dict) -> str:
         f"{RECALL_SAMPLE:,} sampled rows. Brute force marked * is projected from timed blocks.",
         "",
         "| n | index | build s | search s | certify s | K | total s | recall@1 | peak MiB "
-        "| brute force s | speed-up | top = brute force |",
+        "| brute force s | speed-up | top = brute force (ties either way) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in search_results:

@@ -10,13 +10,28 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-pytestmark = pytest.mark.slow
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import scale_bench  # noqa: E402
 
 
+def test_same_top_accepts_a_tie_in_either_order_and_nothing_else():
+    exact = np.array([0.9, 0.5, 0.5000001, 0.3, 0.1], dtype=np.float32)
+    swapped_tie = np.array([0.9, 0.5000001, 0.5, 0.3, 0.1], dtype=np.float32)
+    assert scale_bench.same_top(swapped_tie, exact, 3)
+    exact_with_cut_tie = np.array([0.9, 0.5, 0.3, 0.3, 0.1], dtype=np.float32)
+    other_of_the_tie = np.array([0.9, 0.5, 0.3, 0.3000001, 0.1], dtype=np.float32)
+    assert scale_bench.same_top(other_of_the_tie, exact_with_cut_tie, 3)
+    wrong_flake = np.array([0.9, 0.5, 0.2, 0.6, 0.1], dtype=np.float32)
+    assert not scale_bench.same_top(wrong_flake, exact, 3)
+    wrong_score = np.array([0.95, 0.5, 0.5000001, 0.3, 0.1], dtype=np.float32)
+    assert not scale_bench.same_top(wrong_score, exact, 3)
+
+
+@pytest.mark.slow
 def test_quick_scale_bench_writes_markdown_and_json(tmp_path):
     out = tmp_path / "bench_scale.md"
     completed = subprocess.run(
