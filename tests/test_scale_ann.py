@@ -188,3 +188,13 @@ def test_cell_by_cell_search_finds_what_query_by_query_search_finds(queries):
     nearest, scores = ann.knn_scores(index, distinct, chosen, 2)
     assert (nearest == expected_labels[:, 1]).mean() > 0.999
     np.testing.assert_allclose(scores, expected_distances[:, 1:].mean(axis=1), rtol=1e-4)
+
+
+def test_certified_mutual_pairs_share_one_distance():
+    rng = np.random.default_rng(0)
+    rows = np.maximum(rng.standard_normal((700, 512), dtype=np.float32), 0)
+    ranking, _, _ = ann.rank_at_scale(rows, kind="flat", top_n=300)
+    nearest, scores = ranking.certified.nearest, ranking.certified.scores
+    mutual = nearest[nearest] == np.arange(len(nearest))
+    assert mutual.sum() > 10
+    np.testing.assert_array_equal(scores[mutual], scores[nearest[mutual]])

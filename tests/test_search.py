@@ -321,3 +321,24 @@ def test_distinct_neighbours_skip_copies_and_match_brute_force():
     assert mine["neighbour"].tolist() == expected
     np.testing.assert_allclose(mine["distance"], distances[expected], rtol=1e-4)
     assert len(found[found["row"] == 3]) == 4
+
+
+def test_a_mutual_pair_shares_its_smaller_distance():
+    nearest = np.array([1, 0, 0, -1, 2])
+    distance = np.array([2.0000002, 2.0, 3.0, np.nan, 3.0])
+    shared = search.share_mutual_distances(nearest, distance)
+    # 0 and 1 are each other's nearest; 2 points at 0 but 0 points at 1, so 2 keeps its own.
+    np.testing.assert_array_equal(shared, [2.0, 2.0, 3.0, np.nan, 3.0])
+    assert distance[0] == 2.0000002  # the input is left as it was
+
+
+def test_mutual_pairs_tie_exactly_in_the_ranking():
+    # Random rows give a few dozen mutual pairs; FAISS may round a pair's two computations of
+    # one distance differently, which would order the pair by rounding, not by file name.
+    rng = np.random.default_rng(0)
+    features = np.maximum(rng.standard_normal((700, 512), dtype=np.float32), 0)
+    neighbours = search.nearest_distinct_neighbours(features)
+    nearest, distance = neighbours["nearest"].to_numpy(), neighbours["distance"].to_numpy()
+    mutual = nearest[nearest] == np.arange(len(nearest))
+    assert mutual.sum() > 10
+    np.testing.assert_array_equal(distance[mutual], distance[nearest[mutual]])

@@ -236,6 +236,8 @@ def certify_top(
         if k_checked >= n or bound * (1 + FLOAT_SLACK) < top_n_exact:
             break
         k_checked = min(n, 2 * k_checked)
+    if k_neighbours == 1:  # a mutual pair's one distance, computed twice, may differ by a bit
+        scores = search.share_mutual_distances(nearest, scores)
     return Certified(
         nearest=nearest,
         scores=scores,

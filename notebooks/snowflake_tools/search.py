@@ -151,6 +151,7 @@ def closest_others(
     nearest other vector (``-1`` if none) and its squared L2 distance (float64, NaN if none).
     Among equal distances the lower label wins. A query whose ``k`` hits may end inside a tie
     (its last hit is as near as its best other one) is asked again with a larger ``k``.
+    A mutual pair gets one distance (:func:`share_mutual_distances`).
     """
     nearest, distance = _best_other(distances, labels, np.arange(len(labels)))
     k = labels.shape[1]
@@ -160,7 +161,25 @@ def closest_others(
         more_distances, more_labels = index.search(index.reconstruct_batch(tied), k)
         nearest[tied], distance[tied] = _best_other(more_distances, more_labels, tied)
         tied = tied[more_distances[:, -1] <= distance[tied]]
-    return nearest, distance
+    return nearest, share_mutual_distances(nearest, distance)
+
+
+def share_mutual_distances(nearest: np.ndarray, distance: np.ndarray) -> np.ndarray:
+    """Give both flakes of a mutual pair (each the other's nearest) one distance: the smaller.
+
+    The distance between two vectors is one number, but FAISS computes it once per query, and
+    in its blocked matrix products the two results can differ in the last bit (for about one
+    pair in twenty on some CPUs). Shared, the pair ties exactly, so it is ordered by file name
+    on every machine and a one-bit difference is never taken for a close call. Returns a new
+    float64 array; ``nearest`` is ``-1`` where a row has no neighbour.
+    """
+    nearest = np.asarray(nearest)
+    distance = np.array(distance, dtype=np.float64)
+    rows = np.arange(len(nearest))
+    partner = np.where(nearest >= 0, nearest, rows)
+    mutual = (nearest >= 0) & (nearest[partner] == rows)
+    distance[mutual] = np.minimum(distance[mutual], distance[partner[mutual]])
+    return distance
 
 
 def _best_other(
