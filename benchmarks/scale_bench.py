@@ -85,9 +85,10 @@ def same_top(scores: np.ndarray, exact: np.ndarray, top_n: int, rtol: float = 1e
     """Whether the top-``top_n`` by ``scores`` is the exact one, up to ties.
 
     Rank by rank the scores must match the exact ones; where the flakes differ, their exact
-    scores must tie (within ``rtol``) with the other list's flake. A mutual nearest pair shares
-    one distance, and the two searches round it differently in the last bit (how BLAS blocks a
-    product depends on the CPU and on the batch), so the pair may come out in either order.
+    scores must tie (within ``rtol``) with the other list's flake. The certificate and the
+    brute force compute a pair's distance in different batches, which BLAS may round apart in
+    the last bit (how it blocks a product depends on the CPU and on the batch), so two flakes
+    that tie may come out in either order.
     """
     top = np.argsort(-scores, kind="stable")[:top_n]
     exact_top = np.argsort(-exact, kind="stable")[:top_n]
