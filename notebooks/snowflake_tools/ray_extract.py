@@ -118,18 +118,19 @@ def _actor_pool_settings() -> Iterator[None]:
 
     context = ray.data.DataContext.get_current()
     saved = context.wait_for_min_actors_s, context.execution_options.actor_locality_enabled
-    context.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
-    with warnings.catch_warnings():
-        # Deprecated in Ray 2.60 ("removed after January 2027"); revisit when the pin moves.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        context.execution_options.actor_locality_enabled = False
+
+    def apply(wait_s: float, locality: bool) -> None:
+        context.wait_for_min_actors_s = wait_s
+        with warnings.catch_warnings():
+            # Deprecated in Ray 2.60 ("removed after January 2027"); revisit when the pin moves.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            context.execution_options.actor_locality_enabled = locality
+
+    apply(ACTOR_START_TIMEOUT_S, False)
     try:
         yield
     finally:
-        context.wait_for_min_actors_s = saved[0]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            context.execution_options.actor_locality_enabled = saved[1]
+        apply(*saved)
 
 
 def stop_ray() -> None:
