@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from test_search import assert_mutual_pairs_tie, rows_with_mutual_pairs
 
 from snowflake_tools import ann, pooling, search
 
@@ -191,10 +192,5 @@ def test_cell_by_cell_search_finds_what_query_by_query_search_finds(queries):
 
 
 def test_certified_mutual_pairs_share_one_distance():
-    rng = np.random.default_rng(0)
-    rows = np.maximum(rng.standard_normal((700, 512), dtype=np.float32), 0)
-    ranking, _, _ = ann.rank_at_scale(rows, kind="flat", top_n=300)
-    nearest, scores = ranking.certified.nearest, ranking.certified.scores
-    mutual = nearest[nearest] == np.arange(len(nearest))
-    assert mutual.sum() > 10
-    np.testing.assert_array_equal(scores[mutual], scores[nearest[mutual]])
+    ranking, _, _ = ann.rank_at_scale(rows_with_mutual_pairs(), kind="flat", top_n=300)
+    assert_mutual_pairs_tie(ranking.certified.nearest, ranking.certified.scores)

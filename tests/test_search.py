@@ -332,13 +332,21 @@ def test_a_mutual_pair_shares_its_smaller_distance():
     assert distance[0] == 2.0000002  # the input is left as it was
 
 
-def test_mutual_pairs_tie_exactly_in_the_ranking():
-    # Random rows give a few dozen mutual pairs; FAISS may round a pair's two computations of
-    # one distance differently, which would order the pair by rounding, not by file name.
+def rows_with_mutual_pairs() -> np.ndarray:
+    """Random non-negative rows: a few dozen mutual pairs, some rounded apart by FAISS."""
     rng = np.random.default_rng(0)
-    features = np.maximum(rng.standard_normal((700, 512), dtype=np.float32), 0)
-    neighbours = search.nearest_distinct_neighbours(features)
-    nearest, distance = neighbours["nearest"].to_numpy(), neighbours["distance"].to_numpy()
+    return np.maximum(rng.standard_normal((700, 512), dtype=np.float32), 0)
+
+
+def assert_mutual_pairs_tie(nearest: np.ndarray, distance: np.ndarray) -> None:
+    """Both flakes of every mutual pair carry exactly the same distance."""
     mutual = nearest[nearest] == np.arange(len(nearest))
     assert mutual.sum() > 10
     np.testing.assert_array_equal(distance[mutual], distance[nearest[mutual]])
+
+
+def test_mutual_pairs_tie_exactly_in_the_ranking():
+    # FAISS may round a pair's two computations of one distance differently, which would
+    # order the pair by rounding, not by file name.
+    neighbours = search.nearest_distinct_neighbours(rows_with_mutual_pairs())
+    assert_mutual_pairs_tie(neighbours["nearest"].to_numpy(), neighbours["distance"].to_numpy())
