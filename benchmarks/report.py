@@ -1,4 +1,4 @@
-"""The markdown tables of one benchmark run (no conclusions: those go in the README)."""
+"""The markdown tables of one benchmark run (no conclusions: those go in docs/performance.md)."""
 
 from __future__ import annotations
 

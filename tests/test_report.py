@@ -133,3 +133,100 @@ def test_mismatched_inputs_are_a_clear_error_and_leave_nothing_behind(tmp_path, 
     with pytest.raises(ValueError, match="one row per file"):
         write(tmp_path, flakes, positions=np.zeros((3, 2)))
     assert not (tmp_path / "out" / "report.html").exists()
+
+
+#: A run.json record as notebook 02 writes it, for the facts in words.
+NOTEBOOK_02_RUN = {
+    "weights_mode": "random",
+    "precision_asked": "auto",
+    "precision": "bfloat16",
+    "close_calls": 0,
+    "demo": "random VGG16 weights and synthetic demo crystals",
+    "layer": "block5_conv3",
+    "image_size": 224,
+    "n_images": 60,
+    "n_skipped": 0,
+    "n_cached": 0,
+    "feature_dim": 100352,
+    "extract_seconds": 4.25,
+    "search_seconds": 0.031,
+    "peak_memory_mib": 1443.2,
+}
+
+
+def test_page_opens_on_the_answer_and_ends_with_the_run(tmp_path, flakes):
+    soup = BeautifulSoup(write(tmp_path, flakes, run=NOTEBOOK_02_RUN), "html.parser")
+    ranking = flakes[2]
+    answer = soup.find("p", class_="answer")
+    assert ranking["file"].iloc[0] in answer.get_text()
+    sections = [heading["id"] for heading in soup.find_all("h2")]
+    assert sections == ["top-flakes", "ranking", "atlas", "near-duplicates", "run"]
+    # Nothing but the title and the DEMO banner comes before the answer.
+    body = [tag for tag in soup.body.find_all(recursive=False) if tag.name not in ("script",)]
+    first = [tag for tag in body if tag.get_text(strip=True)][:3]
+    assert [tag.name for tag in first] == ["h1", "p", "p"] and first[2] is answer
+
+
+def test_the_run_is_told_in_words(tmp_path, flakes):
+    soup = BeautifulSoup(write(tmp_path, flakes, run=NOTEBOOK_02_RUN), "html.parser")
+    words = soup.find("h2", id="run").find_next("table", class_="facts")
+    lines = [" ".join(row.stripped_strings) for row in words.find_all("tr")]
+    assert "weights random (DEMO)" in lines
+    assert "images 60 images, 0 skipped" in lines
+    assert "features block5_conv3 at 224 × 224 pixels, 100,352 values per flake" in lines
+    assert "precision bfloat16 (PRECISION = 'auto'), 0 close calls in the ranking" in lines
+    assert "time 4.2 seconds extracting features, 0.031 seconds searching and ranking" in lines
+    assert not any("_" in line.split()[0] for line in lines), "no raw run.json keys"
+    raw = soup.find("details")
+    assert "peak_memory_mib" in raw.get_text() and "Everything in run.json" in raw.summary.text
+
+
+def test_the_facts_of_a_notebook_04_run_name_the_index_and_the_certificate():
+    facts = dict(
+        report.run_facts(
+            {
+                "weights_mode": "imagenet",
+                "demo": False,
+                "n": 1000,
+                "n_distinct": 990,
+                "n_skipped": 2,
+                "n_extracted": 10,
+                "index": {"kind": "ivf", "cells": 126, "nprobe": 8},
+                "recall_at_1": 0.999,
+                "recall_sample": 1000,
+                "top_n": 10,
+                "certified": True,
+                "K": 200,
+                "ray_address": "cluster",
+                "ray_nodes": 3,
+            }
+        )
+    )
+    assert facts["weights"] == "imagenet"
+    assert facts["images"] == "1,000 images, 990 distinct, 2 skipped, 10 extracted in this run"
+    assert facts["index"] == "IVF, 126 cells, 8 probed per flake; recall@1 0.999 on 1,000 flakes"
+    assert facts["certificate"] == "the top 10 certified exact, 200 candidates re-scored"
+    assert facts["Ray"] == "a Ray cluster, 3 nodes"
+
+
+def css_pixels(style, selector, prop):
+    """The value in CSS pixels (1em = 16px) of ``prop`` in the rule for ``selector``."""
+    rule = re.search(rf"(?m)^\s*{re.escape(selector)}\s*\{{([^}}]*)\}}", style)
+    assert rule, f"no CSS rule for {selector}"
+    found = re.search(rf"(?<![-\w]){prop}:\s*(?:0\s+)?([\d.]+)(px|em)", rule.group(1))
+    assert found, f"{selector} has no {prop} in px or em: {rule.group(1)}"
+    return float(found.group(1)) * (16 if found.group(2) == "em" else 1)
+
+
+def test_a_top_flake_and_its_neighbours_fit_one_row_of_a_1280_pixel_window(tmp_path, flakes):
+    soup = BeautifulSoup(write(tmp_path, flakes), "html.parser")
+    style = "\n".join(tag.get_text() for tag in soup.find_all("style"))
+    figure = css_pixels(style, "figure", "width")
+    gap = css_pixels(style, ".row", "gap")
+    content = css_pixels(style, "body", "max-width")
+    padding = css_pixels(style, "body", "padding")
+    pictures = 1 + report.NEIGHBOURS
+    assert pictures * figure + (pictures - 1) * gap <= content
+    scrollbar = 20  # wider than any desktop browser's
+    assert content + 2 * padding + scrollbar <= 1280
+    assert len(soup.find("div", class_="row").find_all("figure")) == pictures

@@ -118,6 +118,16 @@ def hover_over_the_most_unique_flake(driver):
     )
 
 
+def check_top_rows_fit_1280_pixels(driver):
+    """At a 1,280-pixel-wide window each top flake and its neighbours share one line."""
+    driver.set_window_size(1280, 1000)
+    rows = driver.execute_script(
+        "return [...document.querySelectorAll('div.row')].slice(0, 3)"
+        ".map(row => [...row.querySelectorAll('figure')].map(f => f.offsetTop))"
+    )
+    assert rows and all(len(row) == 6 and len(set(row)) == 1 for row in rows), rows
+
+
 def check_report_in_browser(driver, page, screenshot):
     """Open ``page``; check errors, images, sorting, filtering, hover; save ``screenshot``."""
     driver.get(page.resolve().as_uri())
@@ -152,6 +162,7 @@ def check_report_in_browser(driver, page, screenshot):
         "return performance.getEntriesByType('resource').map(entry => entry.name)"
     )
     assert not [name for name in requested if not name.startswith(("data:", "blob:"))]
+    check_top_rows_fit_1280_pixels(driver)
     assert driver.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 10_000
 
 

@@ -1,7 +1,7 @@
 """Is bfloat16 precise enough for this ranking? The close calls that decide (notebooks 02-04).
 
 bfloat16 rounds every number inside the network to about 3 significant digits. Measured on
-the demo set and on photo-like images (``make bench``, README "Performance" section 3), that
+the demo set and on photo-like images (``make bench``, ``docs/performance.md``, section 3), that
 moves each nearest-neighbour distance by at most 0.82 % of the median distance, so the
 ranking only changes where two distances lie closer together than about twice that. A
 ranking without such close calls is the float32 ranking; one with them is computed again in

@@ -2,13 +2,14 @@
 
 The page opens offline in any browser, from a double click: no server and no network. Every
 thumbnail is a small JPEG embedded as a ``data:`` URI and Bokeh's JavaScript is inlined
-(``bokeh.resources.INLINE``). It holds the run's facts, the ranking as a sortable and
-filterable table, the interactive atlas (hover for a flake's thumbnail, file and rank; zoom and
-pan; click a flake to find it in the table), each of the most unique flakes beside its nearest
-distinct neighbours, and the near-duplicate pairs side by side.
+(``bokeh.resources.INLINE``). It opens on the answer: the most unique flakes, each on one row
+beside its nearest distinct neighbours. Then the ranking as a sortable and filterable table,
+the interactive atlas (hover for a flake's thumbnail, file and rank; zoom and pan; click a
+flake to find it in the table), the near-duplicate pairs side by side, and last the run's
+facts in words (weights, images, features, precision, timings) with the raw ``run.json``.
 
 Size: about ``2 x THUMBNAIL_BYTES`` per flake (its own thumbnail and its nearest flake's, in
-the table) plus about 2 MB of Bokeh; the README gives measured sizes.
+the table) plus about 2 MB of Bokeh; ``docs/performance.md`` gives measured sizes.
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ PICTURE_SIDE = 160
 JPEG_QUALITY = 75
 #: How many nearest distinct neighbours are shown beside each of the most unique flakes.
 NEIGHBOURS = 5
+#: Width of the page's content, in CSS pixels: a top flake and its NEIGHBOURS pictures fit on
+#: one row (6 x 160 + 5 gaps), and with the margins the page fits a 1,280-pixel-wide window.
+PAGE_WIDTH = 1060
+#: Space between the pictures of a row, and the page's padding on each side, in CSS pixels.
+GAP = 12
+PADDING = 16
 
 
 def jpeg_data_uri(path: str | os.PathLike, side: int = THUMBNAIL_SIDE) -> str:
@@ -269,46 +276,163 @@ def _near_duplicates_html(near_duplicates: pd.DataFrame, image_dir: Path) -> str
     return "\n".join(parts)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:,.1f} seconds" if value >= 1 else f"{value:.2g} seconds"
+
+
+def _index_words(settings: Mapping) -> str:
+    kind = settings.get("kind", "?")
+    if kind == "flat":
+        return "exact (FAISS IndexFlatL2)"
+    if kind == "ivf":
+        return f"IVF, {settings.get('cells')} cells, {settings.get('nprobe')} probed per flake"
+    if kind == "hnsw":
+        return f"HNSW, {settings.get('links')} links per node"
+    return str(kind)
+
+
+def run_facts(run: Mapping) -> list[tuple[str, str]]:
+    """The run's facts as (topic, words) lines, from the ``run.json`` record of notebook 02, 03
+    or 04: "weights: random (DEMO)", "images: 60 images, 0 skipped", ... Keys a record lacks
+    are left out; the raw record is shown beside these lines anyway."""
+    facts = []
+    if "weights_mode" in run:
+        facts.append(("weights", f"{run['weights_mode']}{' (DEMO)' if run.get('demo') else ''}"))
+    n_images = run.get("n_images", run.get("n"))
+    if n_images is not None:
+        words = [_count(n_images, "image")]
+        if "n_distinct" in run:
+            words.append(f"{run['n_distinct']:,} distinct")
+        words.append(f"{run.get('n_skipped', 0):,} skipped")
+        if run.get("n_cached"):
+            words.append(f"{run['n_cached']:,} read from the feature cache")
+        if "n_extracted" in run:
+            words.append(f"{run['n_extracted']:,} extracted in this run")
+        facts.append(("images", ", ".join(words)))
+    if "layer" in run or "feature_dim" in run:
+        words = [str(run.get("layer", "VGG16"))]
+        if "image_size" in run:
+            words[0] += f" at {run['image_size']} × {run['image_size']} pixels"
+        if "pooling" in run:
+            words.append(f"pooled: {run['pooling']}")
+        if "feature_dim" in run:
+            words.append(f"{run['feature_dim']:,} values per flake")
+        facts.append(("features", ", ".join(words)))
+    if "precision" in run:
+        words = str(run["precision"])
+        if run.get("precision_asked") not in (None, run["precision"]):
+            words += f" (PRECISION = {run['precision_asked']!r})"
+        if "close_calls" in run:
+            words += f", {_count(run['close_calls'], 'close call')} in the ranking"
+        facts.append(("precision", words))
+    if isinstance(run.get("index"), Mapping):
+        words = _index_words(run["index"])
+        if "recall_at_1" in run:
+            sample = run.get("recall_sample")
+            words += f"; recall@1 {run['recall_at_1']}" + (
+                f" on {sample:,} flakes" if sample else ""
+            )
+        facts.append(("index", words))
+    if "certified" in run:
+        top = f"the top {run['top_n']}" if "top_n" in run else "the top"
+        verdict = "certified exact" if run["certified"] else "NOT certified"
+        facts.append(("certificate", f"{top} {verdict}, {run.get('K', '?')} candidates re-scored"))
+    timings = [
+        f"{_seconds(run[key])} {what}"
+        for key, what in (
+            ("extract_seconds", "extracting features"),
+            ("describe_seconds", "describing every copy"),
+            ("search_seconds", "searching and ranking"),
+            ("total_seconds", "for the whole notebook"),
+        )
+        if key in run
+    ]
+    if timings:
+        facts.append(("time", ", ".join(timings)))
+    if "peak_memory_mib" in run:
+        facts.append(("memory", f"at most {run['peak_memory_mib']:,.0f} MiB resident"))
+    if "ray_address" in run:
+        nodes = run.get("ray_nodes")
+        where = "a local Ray on this machine" if run["ray_address"] == "local" else "a Ray cluster"
+        facts.append(("Ray", where + (f", {_count(nodes, 'node')}" if nodes else "")))
+    return facts
+
+
 def _facts_html(run: Mapping) -> str:
-    rows = "".join(
+    lines = "".join(
+        f"<tr><th>{html.escape(topic)}</th><td>{html.escape(words)}</td></tr>"
+        for topic, words in run_facts(run)
+    )
+    raw = "".join(
         f"<tr><th>{html.escape(str(key))}</th><td>{html.escape(str(value))}</td></tr>"
         for key, value in run.items()
     )
-    return f'<table class="facts">{rows}</table>'
+    return (
+        f'<table class="facts">{lines}</table>'
+        f'<details><summary>Everything in run.json</summary><table class="facts">{raw}</table>'
+        "</details>"
+    )
+
+
+def _style() -> str:
+    """The page's CSS, its widths in pixels from the constants above (a test adds them up)."""
+    return f"""
+  body {{ font-family: system-ui, sans-serif; margin: 24px auto; max-width: {PAGE_WIDTH}px;
+         height: auto; display: block; padding: 0 {PADDING}px; color: #222; }}
+  .demo {{ background: #c62828; color: white; padding: .6em 1em; font-weight: bold; }}
+  .answer {{ font-size: 1.15em; }}
+  .facts th {{ text-align: left; padding-right: 1.5em; font-weight: normal; color: #555; }}
+  .row {{ display: flex; flex-wrap: wrap; gap: {GAP}px; align-items: flex-start; margin: 1em 0; }}
+  figure {{ margin: 0; width: {PICTURE_SIDE}px; font-size: 12px; overflow-wrap: anywhere; }}
+  figure:first-child {{ outline: 3px solid #c62828; }}
+  .pair {{ align-self: center; }}
+"""
+
+
+def _answer_html(ranking: pd.DataFrame) -> str:
+    """One sentence: which flake is the most unique, and how far its nearest distinct flake is."""
+    if not len(ranking):
+        return ""
+    first = ranking.sort_values("rank", kind="stable").iloc[0]
+    median = float(ranking["distance"].median())
+    ratio = first["distance"] / median if median > 0 else float("nan")
+    times = f", {ratio:.1f} times the median" if np.isfinite(ratio) else ""
+    return (
+        f'<p class="answer">The most unique flake is <b>{html.escape(str(first["file"]))}</b>: '
+        f"its nearest distinct flake, {html.escape(str(first['nearest_file']))}, is at "
+        f"L2² {first['distance']:,.3f}{times}.</p>"
+    )
 
 
 _TEMPLATE = """
 {% from macros import embed %}
 {% block postamble %}
-<style>
-  body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1000px;
-         height: auto; display: block; padding: 0 1em; color: #222; }
-  .demo { background: #c62828; color: white; padding: .6em 1em; font-weight: bold; }
-  .facts th { text-align: left; padding-right: 1.5em; font-weight: normal; color: #555; }
-  .row { display: flex; flex-wrap: wrap; gap: .6em; align-items: flex-start; margin: 1em 0; }
-  figure { margin: 0; width: 160px; font-size: 12px; overflow-wrap: anywhere; }
-  figure:first-child { outline: 3px solid #c62828; }
-  .pair { align-self: center; }
-</style>
+<style>{{ style }}</style>
 {% endblock %}
 {% block contents %}
 <h1>{{ heading | e }}</h1>
 {{ banner | safe }}
-<h2>The run</h2>
-{{ facts | safe }}
-<h2>The ranking</h2>
+{{ answer | safe }}
+<h2 id="top-flakes">The {{ top_n }} most unique flakes and their {{ k }} nearest distinct
+neighbours</h2>
+{{ top_flakes | safe }}
+<h2 id="ranking">The ranking</h2>
 <p>Click a column header to sort; type in the box to filter.
 The distance is the squared L2 distance from a flake to its nearest distinct flake: the larger,
 the more unique.</p>
 {{ embed(roots.ranking) }}
-<h2>The atlas</h2>
+<h2 id="atlas">The atlas</h2>
 <p>Every flake on a t-SNE map of its features: look-alikes sit together.
 Red squares are the most unique flakes, orange lines join near-duplicate pairs.</p>
 {{ embed(roots.atlas) }}
-<h2>The {{ top_n }} most unique flakes and their {{ k }} nearest distinct neighbours</h2>
-{{ top_flakes | safe }}
-<h2>Near-duplicate pairs</h2>
+<h2 id="near-duplicates">Near-duplicate pairs</h2>
 {{ near_duplicates | safe }}
+<h2 id="run">The run</h2>
+{{ facts | safe }}
 {% endblock %}
 """
 
@@ -365,7 +489,9 @@ def write_report(
         template=_TEMPLATE,
         template_variables={
             "heading": title,
+            "style": _style(),
             "banner": banner,
+            "answer": _answer_html(ranking),
             "facts": _facts_html(run),
             "top_n": top_n,
             "k": neighbours,
