@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 RESULTS := results
 # Notebooks in reading order; `make run` executes them in this order.
 NOTEBOOKS := 01_download_snowflakes 02_most_unique_snowflake 03_how_robust_is_uniqueness
-NOTEBOOKS += 04_a_million_snowflakes
+NOTEBOOKS += 04_a_million_snowflakes 05_why_is_it_unique
 
 .PHONY: setup run test lab bench lint format clean distclean
 .PHONY: bench-scale

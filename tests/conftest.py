@@ -742,3 +742,15 @@ def build_hostile_gallery(server: GalleryServer, elsewhere: GalleryServer) -> Ho
 def hostile_gallery(gallery_server, elsewhere_server) -> HostileGallery:
     """``gallery_server`` and ``elsewhere_server`` filled by ``build_hostile_gallery``."""
     return build_hostile_gallery(gallery_server, elsewhere_server)
+
+
+# --- The demo set -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def demo_flakes(tmp_path):
+    """A folder of 12 synthetic demo crystals, 96 pixels square, with their manifest (so runs
+    on it are demo runs): ``tmp_path / "flakes"``."""
+    folder = tmp_path / "flakes"
+    demo.make_demo_set(folder, count=12, side=96, progress=False)
+    return folder

@@ -8,17 +8,18 @@ Modules:
     polite    -- polite, bounded HTTP: robots.txt, delays, redirects, caps, deadlines
     scrape    -- crawling the gallery and keeping its photos (notebook 01)
     demo      -- synthetic snow crystals for offline runs (notebook 01)
-    images    -- listing and robust loading of images (notebook 02)
+    images    -- listing and robust loading of images, the pad/resize geometry (nb 02, 05)
     features  -- VGG16 feature extraction with a cache (notebook 02)
     prologue  -- the opening steps notebooks 02 and 03 share: folders, the cut VGG16
     search    -- nearest distinct neighbours and k-NN scores with FAISS (notebooks 02, 03)
     fidelity  -- the close calls that decide whether bfloat16 features are precise enough
     plots     -- montages and result figures
     atlas     -- the t-SNE map of every flake as a thumbnail (notebook 02)
-    report    -- the self-contained report.html (notebook 02)
+    report    -- the self-contained report.html (notebook 02) and why/report.html (nb 05)
     pooling   -- compact features: global average pooling or the flattened map (notebook 04)
     ray_extract -- extraction on Ray Data into Parquet shards, on a laptop or a cluster (nb 04)
     ann       -- FAISS index chosen by size, k-NN scores, the certified exact top-N (nb 04)
     runinfo   -- demo status, peak memory and run.json
     robustness -- copies, self-retrieval, pooled features and agreement (notebook 03)
+    why       -- cell maps of a distance, patch novelty, the most different set (notebook 05)
 """

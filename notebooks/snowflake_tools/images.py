@@ -7,12 +7,15 @@ image comes out of here as the same thing: an RGB float32 array of ``size x size
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
+import pandas as pd
 from PIL import Image, ImageOps
 
 from snowflake_tools.files import is_image_name
@@ -90,6 +93,42 @@ def border_colour(pixels: np.ndarray) -> np.ndarray:
     return np.median(border, axis=0).astype(np.uint8)
 
 
+class Placement(NamedTuple):
+    """Where :func:`fit_square` puts a photo inside its ``size x size`` square, in pixels.
+
+    The photo, ``width x height`` pixels as shown (after its EXIF turn), is resized to
+    ``new_width x new_height`` and pasted with its top-left corner at ``(left, top)``.
+    """
+
+    width: int
+    height: int
+    size: int
+    new_width: int
+    new_height: int
+    left: int
+    top: int
+
+
+def place_in_square(width: int, height: int, size: int) -> Placement:
+    """How :func:`fit_square` scales and pads a ``width x height`` photo: one home for it.
+
+    :func:`fit_square` uses it to make the square, :func:`cell_boxes` and
+    :func:`square_extent` to map the square back onto the photo (notebook 05).
+    """
+    scale = size / max(width, height)
+    new_width = max(1, round(width * scale))
+    new_height = max(1, round(height * scale))
+    return Placement(
+        width,
+        height,
+        size,
+        new_width,
+        new_height,
+        (size - new_width) // 2,
+        (size - new_height) // 2,
+    )
+
+
 def fit_square(image: Image.Image, size: int) -> Image.Image:
     """Scale ``image`` so its longer side is ``size`` and pad it to a square.
 
@@ -97,14 +136,69 @@ def fit_square(image: Image.Image, size: int) -> Image.Image:
     hexagon's 60-degree angles into something else; padding keeps the crystal's shape. The
     padding takes the median colour of the photo's border, so it blends into the background.
     """
-    scale = size / max(image.size)
-    width = max(1, round(image.width * scale))
-    height = max(1, round(image.height * scale))
-    resized = image.resize((width, height), Image.Resampling.LANCZOS)
+    place = place_in_square(image.width, image.height, size)
+    resized = image.resize((place.new_width, place.new_height), Image.Resampling.LANCZOS)
     fill = tuple(int(value) for value in border_colour(np.asarray(image)))
     canvas = Image.new("RGB", (size, size), fill)
-    canvas.paste(resized, ((size - width) // 2, (size - height) // 2))
+    canvas.paste(resized, (place.left, place.top))
     return canvas
+
+
+def square_extent(place: Placement) -> tuple[float, float, float, float]:
+    """The square's edges in the photo's own pixel coordinates: ``(left, right, bottom, top)``.
+
+    Pass it as matplotlib's ``imshow(..., extent=...)`` to lay a map computed on the square
+    (such as a feature grid) over the photo as shown: the padding falls outside the photo.
+    """
+    scale_x = place.new_width / place.width
+    scale_y = place.new_height / place.height
+    return (
+        -place.left / scale_x,
+        (place.size - place.left) / scale_x,
+        (place.size - place.top) / scale_y,
+        -place.top / scale_y,
+    )
+
+
+def cell_boxes(place: Placement, grid: tuple[int, int]) -> pd.DataFrame:
+    """The box in the photo's own pixels of every cell of a ``grid = (rows, columns)`` map.
+
+    A feature map of a convolutional layer divides the square into ``rows x columns`` equal
+    cells (block5_conv3 at 224 pixels: 14 x 14 cells of 16 pixels). Each cell's box is mapped
+    back through the padding and the resize, then clipped to the photo. Returns one row per
+    cell that covers some of the photo, with columns ``cell_row, cell_col, top, left, bottom,
+    right`` (whole pixels, ``bottom`` and ``right`` exclusive); cells that lie entirely in the
+    padding are left out.
+    """
+    rows, columns = grid
+    left_edge, right_edge, bottom_edge, top_edge = square_extent(place)
+    xs = np.linspace(left_edge, right_edge, columns + 1)
+    ys = np.linspace(top_edge, bottom_edge, rows + 1)
+    found = []
+    for row in range(rows):
+        top, bottom = max(ys[row], 0.0), min(ys[row + 1], place.height)
+        for col in range(columns):
+            left, right = max(xs[col], 0.0), min(xs[col + 1], place.width)
+            if bottom - top > 1e-9 and right - left > 1e-9:
+                found.append(
+                    (
+                        row,
+                        col,
+                        math.floor(top),
+                        math.floor(left),
+                        math.ceil(bottom),
+                        math.ceil(right),
+                    )
+                )
+    return pd.DataFrame(found, columns=["cell_row", "cell_col", "top", "left", "bottom", "right"])
+
+
+def shown_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(width, height)`` of an image as shown, after its EXIF turn, without decoding it."""
+    with open_image(path) as image:
+        width, height = image.size
+        turned = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientation: a quarter turn
+    return (height, width) if turned else (width, height)
 
 
 def check_pixel_count(image: Image.Image) -> None:

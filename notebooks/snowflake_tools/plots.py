@@ -199,3 +199,131 @@ def plot_self_retrieval(summary: pd.DataFrame, demo: bool | str = False) -> Figu
     right.legend(fontsize=8, loc="upper right")  # right: the tall bars are on the left
     figure.tight_layout()
     return stamp_demo(figure, demo)
+
+
+# --- Why is it unique? (notebook 05) ----------------------------------------------------------
+
+#: Colour map of the cell maps: dark where a cell adds little, bright yellow where it adds most.
+CELL_MAP_COLOURS = "inferno"
+
+
+def overlay_cell_map(
+    axis, path: str | os.PathLike, cell_map: np.ndarray, image_size: int, vmax: float
+):
+    """Draw the photo at ``path`` with ``cell_map`` (a feature grid's values) laid over it.
+
+    The map is placed where its cells fall on the photo as shown: ``images.square_extent``
+    undoes the padding and resize of ``images.load_image``. Quiet cells stay see-through, so
+    the crystal shows through them. Returns the image of the map, for a colour bar.
+    """
+    photo = read_for_display(path)
+    height, width = photo.shape[:2]
+    place = images.place_in_square(width, height, image_size)
+    axis.imshow(photo)
+    scaled = np.clip(cell_map / vmax, 0, 1) if vmax > 0 else np.zeros_like(cell_map)
+    shown = axis.imshow(
+        cell_map, cmap=CELL_MAP_COLOURS, vmin=0, vmax=max(vmax, 1e-12),
+        extent=images.square_extent(place), alpha=0.65 * scaled, interpolation="nearest",
+    )  # fmt: skip
+    axis.set_xlim(0, width)
+    axis.set_ylim(height, 0)
+    axis.axis("off")
+    return shown
+
+
+def plot_cell_maps(
+    rows: Sequence[Sequence[tuple[str | os.PathLike, np.ndarray, str]]],
+    image_size: int,
+    label: str = "squared difference per cell",
+    suptitle: str | None = None,
+    tile_inches: float = 3.6,
+    demo: bool | str = False,
+) -> Figure:
+    """Rows of photos with a cell map over each: one colour scale and colour bar per row.
+
+    Each row is a list of ``(path, cell_map, title)``; the maps of one row share their scale,
+    so a cell that is brighter is larger, whichever photo it lies on.
+    """
+    columns = max(len(row) for row in rows)
+    figure, axes = plt.subplots(
+        len(rows), columns, figsize=(columns * tile_inches + 1.0, len(rows) * tile_inches + 0.6),
+        squeeze=False, layout="constrained",
+    )  # fmt: skip
+    for axis in axes.flat:
+        axis.axis("off")
+    for row_axes, row in zip(axes, rows, strict=True):
+        vmax = max(float(cell_map.max()) for _, cell_map, _ in row)
+        for axis, (path, cell_map, title) in zip(row_axes, row, strict=False):
+            shown = overlay_cell_map(axis, path, cell_map, image_size, vmax)
+            axis.set_title(title, fontsize=9)
+        bar = figure.colorbar(shown, ax=list(row_axes), fraction=0.04, pad=0.01)
+        bar.set_label(label, fontsize=8)
+        bar.ax.tick_params(labelsize=7)
+    if suptitle:
+        figure.suptitle(suptitle)
+    return stamp_demo(figure, demo)
+
+
+def plot_why_unique(
+    explained: pd.DataFrame, image_dir: str | os.PathLike, image_size: int, k: int,
+    demo: bool | str = False,
+) -> Figure:  # fmt: skip
+    """Per explained flake: the photo with its novelty map, and its nearest look-alike with
+    the difference map (notebook 05's ``why_unique.png``).
+
+    ``explained`` has one row per flake with ``rank, file, nearest_file, distance`` and the
+    two ``(rows, columns)`` maps in ``novelty`` and ``difference``.
+    """
+    image_dir = Path(image_dir)
+    rows = [
+        [
+            (
+                image_dir / flake.file,
+                flake.novelty,
+                f"Unique rank {flake.rank}: {flake.file}\nwhat none of its {k} look-alikes has",
+            ),
+            (
+                image_dir / flake.nearest_file,
+                flake.difference,
+                f"nearest look-alike: {flake.nearest_file}\n"
+                f"where they differ: L2² = {flake.distance:.4g} in all",
+            ),
+        ]  # fmt: skip
+        for flake in explained.itertuples()
+    ]
+    return plot_cell_maps(
+        rows, image_size, suptitle="Why is it unique? Bright cells add the most distance",
+        demo=demo,
+    )  # fmt: skip
+
+
+def plot_most_different(
+    chosen: pd.DataFrame, top: pd.DataFrame, image_dir: str | os.PathLike,
+    chosen_summary: str, top_summary: str, tile_inches: float = 2.2, demo: bool | str = False,
+) -> Figure:  # fmt: skip
+    """The most different set (top row) above the top of the ranking (bottom row).
+
+    ``chosen`` is ``why/most_different.csv`` (``order, file, distance_to_set``), ``top`` the
+    first rows of the ranking (``rank, file, distance``); each row's summary names its
+    smallest and median pairwise distance.
+    """
+    image_dir = Path(image_dir)
+    columns = max(len(chosen), len(top))
+    figure = plt.figure(
+        figsize=(columns * tile_inches, 2 * tile_inches + 1.2), layout="constrained"
+    )
+    upper, lower = figure.subfigures(2, 1)
+    for part, table, summary in ((upper, chosen, chosen_summary), (lower, top, top_summary)):
+        axes = part.subplots(1, columns, squeeze=False)[0]
+        for axis in axes:
+            axis.axis("off")
+        for axis, flake in zip(axes, table.itertuples(), strict=False):
+            axis.imshow(read_for_display(image_dir / flake.file))
+            if hasattr(flake, "order"):
+                gap = "first" if pd.isna(flake.distance_to_set) else f"{flake.distance_to_set:.4g}"
+                title = f"{flake.order}. to the set: {gap}\n{flake.file}"
+            else:
+                title = f"rank {flake.rank}. to nearest: {flake.distance:.4g}\n{flake.file}"
+            axis.set_title(title, fontsize=7)
+        part.suptitle(summary, fontsize=10, weight="bold")
+    return stamp_demo(figure, demo)

@@ -408,6 +408,17 @@ def _answer_html(ranking: pd.DataFrame) -> str:
     )
 
 
+def _demo_banner(demo: bool | str | None) -> str:
+    """The red DEMO line on top of a page, or "" for a real run."""
+    if not demo:
+        return ""
+    why = demo if isinstance(demo, str) else "not a real result"
+    return (
+        f'<p class="demo">DEMO run ({html.escape(why)}): the ranking shows the method, '
+        "not real snowflakes.</p>"
+    )
+
+
 _TEMPLATE = """
 {% from macros import embed %}
 {% block postamble %}
@@ -476,12 +487,7 @@ def write_report(
     source = _ranking_source(positions, flake_files, ranking, image_dir)
     box, table = ranking_table(source)
     roots = [column(box, table, name="ranking"), atlas_plot(source, near_duplicates, top_n)]
-    demo = run.get("demo")
-    banner = ""
-    if demo:
-        why = demo if isinstance(demo, str) else "not a real result"
-        banner = f'<p class="demo">DEMO run ({html.escape(why)}): the ranking shows the method, '
-        banner += "not real snowflakes.</p>"
+    banner = _demo_banner(run.get("demo"))
     page = file_html(
         roots,
         INLINE,
@@ -500,5 +506,69 @@ def write_report(
             ),
             "near_duplicates": _near_duplicates_html(near_duplicates, image_dir),
         },
+    )
+    return files.atomic_write_text(path, page)
+
+
+# --- Notebook 05: why/report.html -------------------------------------------------------------
+
+_WHY_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+  body {{ font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1100px;
+         padding: 0 1em; color: #222; }}
+  .demo {{ background: #c62828; color: white; padding: .6em 1em; font-weight: bold; }}
+  .facts th {{ text-align: left; padding-right: 1.5em; font-weight: normal; color: #555; }}
+  .row {{ display: flex; flex-wrap: wrap; gap: .6em; align-items: flex-start; margin: 1em 0; }}
+  figure {{ margin: 0; width: 160px; font-size: 12px; overflow-wrap: anywhere; }}
+  img.figure {{ max-width: 100%; }}
+</style></head><body>
+<h1>{title}</h1>
+{banner}
+<p>Notebook 05 on the ranking of notebook 02; its full report is
+<a href="../report.html">report.html</a>.</p>
+<h2>The run</h2>
+{facts}
+{sections}
+</body></html>
+"""
+
+
+def _png_data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def write_why_report(
+    path: str | os.PathLike,
+    *,
+    figures: Sequence[tuple[str, str, str | os.PathLike]],
+    chosen: pd.DataFrame,
+    image_dir: str | os.PathLike,
+    run: Mapping,
+    title: str = "Why is it unique?",
+) -> Path:
+    """Write notebook 05's small offline page (atomically) and return its path.
+
+    ``figures`` holds ``(heading, text, png_path)`` for each saved figure, embedded whole;
+    ``chosen`` is ``why/most_different.csv`` (``order, file, distance_to_set``), shown as
+    pictures. The page sits beside notebook 02's ``report.html`` and links to it.
+    """
+    image_dir = Path(image_dir)
+    sections = [
+        f"<h2>{html.escape(heading)}</h2><p>{html.escape(text)}</p>"
+        f'<img class="figure" src="{_png_data_uri(Path(png))}" alt="{html.escape(heading)}">'
+        for heading, text, png in figures
+    ]
+    pictures = []
+    for flake in chosen.itertuples():
+        gap = "first" if pd.isna(flake.distance_to_set) else f"L2² {flake.distance_to_set:,.3f}"
+        caption = f"<b>{flake.order}.</b> {html.escape(flake.file)}<br>to the set: {gap}"
+        pictures.append(_picture(image_dir / flake.file, caption))
+    sections.append(f'<h2>The most different set</h2><div class="row">{"".join(pictures)}</div>')
+    page = _WHY_PAGE.format(
+        title=html.escape(title),
+        banner=_demo_banner(run.get("demo")),
+        facts=_facts_html(run),
+        sections="\n".join(sections),
     )
     return files.atomic_write_text(path, page)
