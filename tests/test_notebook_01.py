@@ -69,5 +69,5 @@ def test_web_source_without_the_site_names_the_url_and_the_way_out(run, closed_p
 
 
 def test_unknown_source_is_refused(run, tmp_path):
-    with pytest.raises(pm.PapermillExecutionError, match="SOURCE must be"):
+    with pytest.raises(pm.PapermillExecutionError, match="SOURCE = 'ftp' is not allowed"):
         run(IMAGE_DIR=str(tmp_path / "x"), SOURCE="ftp")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -156,16 +157,63 @@ def test_rank_at_scale_rejects_nan():
         ann.rank_at_scale(rows)
 
 
-def test_rank_at_scale_handles_all_copies():
+def test_rank_at_scale_handles_all_copies_and_certifies_nothing():
     rows = np.ones((4, 8), dtype=np.float32)
     ranking, _, _ = ann.rank_at_scale(rows, top_n=2)
     assert (ranking.neighbours["nearest"] == -1).all()
     assert pd.isna(ranking.neighbours["distance"]).all()
+    assert not ranking.certified.holds  # no scores, so no certificate
+    assert ranking.certified.summary().startswith("NOT certified")
+
+
+@pytest.mark.parametrize("k_neighbours", [0, -1])
+def test_no_neighbours_means_no_scores_and_no_certificate(k_neighbours):
+    rows = clustered_rows(n=200)
+    with pytest.raises(ValueError, match="k must be 1 or more"):
+        ann.knn_scores(ann.BruteForce(rows), rows, np.arange(len(rows)), k_neighbours)
+    nearest, scores = np.full(len(rows), -1), np.full(len(rows), np.nan)
+    with pytest.raises(ValueError, match="no score to certify"):
+        ann.certify_top(rows, nearest, scores, top_n=5, k_neighbours=k_neighbours)
+    with pytest.raises(ValueError, match="no score to certify"):
+        ann.certify_top(rows, nearest, scores, top_n=k_neighbours, k_neighbours=1)
+
+
+def test_a_certificate_over_nan_scores_does_not_hold():
+    record = dict(nearest=np.full(4, -1), exact_rows=np.arange(4), rounds=1, seconds=0, top_n=2)
+    nan = np.full(4, np.nan)
+    assert not ann.Certified(
+        **record, scores=nan, k_checked=4, bound=-np.inf, top_n_exact=-np.inf
+    ).holds
+    assert not ann.Certified(
+        **record, scores=nan, k_checked=4, bound=-np.inf, top_n_exact=np.nan
+    ).holds
+    some_nan = np.array([3.0, np.nan, 1.0, 1.0])
+    assert not ann.Certified(
+        **record, scores=some_nan, k_checked=4, bound=-np.inf, top_n_exact=1.0
+    ).holds
+
+
+def test_a_top_n_beyond_the_rows_certifies_only_the_ranks_there_are():
+    rows = clustered_rows(n=60)
+    distinct = rows[search.group_copies(rows).first_rows]
+    nearest, scores = ann.knn_scores(
+        ann.BruteForce(distinct), distinct, np.arange(len(distinct)), 1
+    )
+    certified = ann.certify_top(distinct, nearest, scores, top_n=1000)
+    assert certified.holds and certified.top_n == len(distinct)
+    assert f"rank {len(distinct)} " in certified.summary() and "1000" not in certified.summary()
+    figure = ann.plot_certificate(scores, certified)
+    labels = figure.axes[0].get_legend_handles_labels()[1]
+    assert any(f"rank {len(distinct)} =" in label for label in labels)
+    assert not any("1000" in label for label in labels)
+    plt.close(figure)
 
 
 def test_a_certificate_whose_bound_reaches_the_top_does_not_hold():
     scores = np.array([3.0, 2.0, 1.0, 1.0])
-    record = dict(nearest=np.zeros(4), scores=scores, exact_rows=np.arange(2), rounds=1, seconds=0)
+    record = dict(
+        nearest=np.zeros(4), scores=scores, exact_rows=np.arange(2), rounds=1, seconds=0, top_n=2
+    )
     assert not ann.Certified(**record, k_checked=2, bound=2.0, top_n_exact=2.0).holds
     assert ann.Certified(**record, k_checked=2, bound=1.0, top_n_exact=2.0).holds
     assert ann.Certified(**record, k_checked=4, bound=-np.inf, top_n_exact=1.0).holds

@@ -112,13 +112,16 @@ def knn_scores(
         index: an index holding ``vectors`` (all rows distinct), or :class:`BruteForce`.
         vectors: the indexed rows, float32 ``(n, d)``.
         queries: row numbers to score, int array.
-        k: neighbours to average over; a row with fewer distinct others uses those it has.
+        k: neighbours to average over, 1 or more; a row with fewer distinct others uses
+            those it has.
 
     Returns:
         ``(nearest, scores)``: int64 row of the nearest other (``-1`` if none found) and the
         float64 mean distance (``inf`` when the index returned fewer than ``k`` others, an
         honest "unknown" that the certificate treats as possibly huge).
     """
+    if k < 1:
+        raise ValueError(f"k must be 1 or more (the neighbours a score averages), got {k}.")
     queries = np.asarray(queries, dtype=np.int64)
     k = min(k, len(vectors) - 1)
     if k < 1:
@@ -168,6 +171,7 @@ class Certified:
         k_checked: ``K``, the candidates checked in the round that was accepted.
         rounds: how many times ``K`` was tried (it doubles each time the bound fails).
         bound: the ``K``-th largest approximate score; every row outside scores at most this.
+        top_n: the ranks made exact: ``1`` to ``top_n`` (never more than there are rows).
         top_n_exact: the ``top_n``-th largest exact score; it must exceed ``bound``.
         seconds: wall time of the certification.
     """
@@ -178,14 +182,33 @@ class Certified:
     k_checked: int
     rounds: int
     bound: float
+    top_n: int
     top_n_exact: float
     seconds: float
 
     @property
     def holds(self) -> bool:
-        """Whether the certificate holds: every row checked, or the bound below the top-N."""
+        """Whether the certificate holds: the top-N has real scores (no row without a
+        neighbour, no NaN), and every row was checked or the bound lies below the top-N."""
+        scored = (
+            math.isfinite(self.top_n_exact) and not np.isnan(self.scores[self.exact_rows]).any()
+        )
         everything = self.k_checked >= len(self.scores)
-        return bool(everything or self.bound * (1 + FLOAT_SLACK) < self.top_n_exact)
+        return bool(scored and (everything or self.bound * (1 + FLOAT_SLACK) < self.top_n_exact))
+
+    def summary(self) -> str:
+        """One line saying whether the certificate holds, with its numbers."""
+        if not self.holds:
+            return (
+                f"NOT certified: the top {self.top_n} has no real scores, or the bound "
+                f"{self.bound:.4g} is not below the exact score of rank {self.top_n} "
+                f"({self.top_n_exact:.4g})"
+            )
+        return (
+            f"certified with K = {self.k_checked} after {self.rounds} round(s): bound "
+            f"{self.bound:.4g} < exact score of rank {self.top_n} {self.top_n_exact:.4g}, "
+            f"{self.seconds:.2f} s"
+        )
 
 
 def certify_top(
@@ -208,13 +231,22 @@ def certify_top(
     Args:
         vectors: the distinct rows, float32 ``(n, d)``.
         nearest, scores: :func:`knn_scores` of every row with an approximate index.
-        top_n: how many of the highest scores must be exact.
-        k_neighbours: the ``k`` of the scores (1 = nearest distinct neighbour).
+        top_n: how many of the highest scores must be exact (1 or more); more than there are
+            rows makes all of them exact, and the record says how many (``top_n``).
+        k_neighbours: the ``k`` of the scores (1 = nearest distinct neighbour, or more).
         start_k: the first ``K`` (default: ``2 * top_n``, at least 100).
+
+    Raises ValueError for a ``top_n`` or ``k_neighbours`` below 1: without neighbours there
+    are no scores, and a ranking without scores is never certified.
     """
+    if top_n < 1 or k_neighbours < 1:
+        raise ValueError(
+            f"certify_top needs top_n and k_neighbours of 1 or more, got {top_n} and "
+            f"{k_neighbours}: without neighbours there is no score to certify."
+        )
     started = time.perf_counter()
     n = len(vectors)
-    top_n = max(1, min(top_n, n))
+    top_n = min(top_n, n)
     nearest, scores = nearest.copy(), np.asarray(scores, dtype=np.float64).copy()
     exact_index = BruteForce(vectors)
     exact = np.zeros(n, dtype=bool)
@@ -245,6 +277,7 @@ def certify_top(
         k_checked=int(k_checked),
         rounds=rounds,
         bound=float(bound),
+        top_n=int(top_n),
         top_n_exact=top_n_exact,
         seconds=time.perf_counter() - started,
     )
@@ -294,13 +327,15 @@ def neighbours_table(
     )
 
 
-def plot_certificate(approximate: np.ndarray, certified: Certified, top_n: int, demo=False):
+def plot_certificate(approximate: np.ndarray, certified: Certified, demo=False):
     """The certificate as a picture: approximate scores, the ``K`` checked, the bound.
 
     Grey: every row's approximate score, largest first. Blue: the exact scores of the ``K``
     rows checked. Everything right of ``K`` lies below the dashed bound, and the bound lies
-    below the ``top_n``-th exact score (solid): nothing outside can enter the top.
+    below the ``top_n``-th exact score (solid): nothing outside can enter the top. A
+    certificate that does not hold says so in the title.
     """
+    top_n = certified.top_n
     import matplotlib.pyplot as plt
 
     from snowflake_tools import plots
@@ -320,7 +355,10 @@ def plot_certificate(approximate: np.ndarray, certified: Certified, top_n: int, 
     axis.axhline(certified.top_n_exact, color="C2", lw=1,
                  label=f"exact score of rank {top_n} = {certified.top_n_exact:.4g}")  # fmt: skip
     axis.set(xlabel="rows, by approximate score (largest first)", ylabel="uniqueness score")
-    axis.set_title(f"Certified: nobody outside the first K can reach the top {top_n}")
+    if certified.holds:
+        axis.set_title(f"Certified: nobody outside the first K can reach the top {top_n}")
+    else:
+        axis.set_title(f"NOT certified: the top {top_n} has no real scores")
     axis.legend(fontsize=8)
     figure.tight_layout()
     return plots.stamp_demo(figure, demo)

@@ -611,6 +611,10 @@ def quick_crystal(seed: int, size: tuple[int, int] = (128, 128)) -> np.ndarray:
 #: Crystal seeds of one demo set: ``seed * SEEDS_PER_SET + 1000 * family index + number``.
 SEEDS_PER_SET = 100_000
 _MOST_PER_FAMILY = 999
+#: The largest ``count`` and ``seed`` of :func:`plan_demo_set` (notebook 01's ``DEMO_COUNT``
+#: and ``DEMO_SEED``): crystal seeds must stay below 2**32.
+MAX_DEMO_COUNT = _MOST_PER_FAMILY * len(REGULAR_FAMILIES) + len(SINGULAR_FAMILIES)
+MAX_DEMO_SEED = 2**32 // SEEDS_PER_SET - 1
 
 
 def plan_demo_set(count: int = 60, seed: int = 0) -> list[tuple[str, int, int]]:
@@ -625,13 +629,14 @@ def plan_demo_set(count: int = 60, seed: int = 0) -> list[tuple[str, int, int]]:
     """
     if int(count) != count or count < 1:
         raise ValueError(f"count={count} must be a whole number >= 1.")
-    if int(seed) != seed or not 0 <= seed < 2**32 // SEEDS_PER_SET:
-        raise ValueError(f"seed={seed} must be a whole number in [0, {2**32 // SEEDS_PER_SET}).")
+    if int(seed) != seed or not 0 <= seed <= MAX_DEMO_SEED:
+        raise ValueError(f"seed={seed} must be a whole number in [0, {MAX_DEMO_SEED}].")
+    if count > MAX_DEMO_COUNT:
+        raise ValueError(
+            f"count={count} is too large; a demo set holds at most {MAX_DEMO_COUNT} crystals."
+        )
     singular = min(len(SINGULAR_FAMILIES), max(0, count - len(REGULAR_FAMILIES)))
     regular = count - singular
-    most = _MOST_PER_FAMILY * len(REGULAR_FAMILIES) + len(SINGULAR_FAMILIES)
-    if regular > _MOST_PER_FAMILY * len(REGULAR_FAMILIES):
-        raise ValueError(f"count={count} is too large; a demo set holds at most {most} crystals.")
     families = [REGULAR_FAMILIES[k % len(REGULAR_FAMILIES)] for k in range(regular)]
     families += SINGULAR_FAMILIES[:singular]
     plan, numbers = [], dict.fromkeys(FAMILIES, 0)

@@ -20,7 +20,7 @@ import pandas as pd
 from keras.applications import vgg16
 from tqdm.auto import tqdm
 
-from snowflake_tools import files, images
+from snowflake_tools import files, images, parameters
 
 #: Weights modes recorded in run.json and stamped on figures.
 IMAGENET, RANDOM = "imagenet", "random"
@@ -62,8 +62,11 @@ def load_vgg16(weights: str | None, image_size: int = 224, seed: int = 0, precis
     Returns:
         ``(model, mode)`` where mode is ``"imagenet"``, ``"random"`` or ``"file:<name>"``.
     """
-    if image_size < 32:
-        raise ValueError(f"IMAGE_SIZE must be at least 32 pixels for VGG16, got {image_size}.")
+    if image_size < parameters.MIN_IMAGE_SIZE:
+        raise ValueError(
+            f"IMAGE_SIZE must be at least {parameters.MIN_IMAGE_SIZE} pixels for VGG16, "
+            f"got {image_size}."
+        )
     policy = _KERAS_POLICY[resolve_precision(precision)]
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(policy)  # read by every layer as it is built

@@ -149,8 +149,10 @@ def plot_most_unique(
     """The ``top_n`` most unique flakes (left) beside their nearest distinct neighbour (right).
 
     Titles carry the rank, the file names, the distance and how it compares to the median
-    distance, so the figure can be read without the table.
+    distance, so the figure can be read without the table. ``top_n`` is 1 or more.
     """
+    if top_n < 1:
+        raise ValueError(f"top_n must be 1 or more, got {top_n}.")
     top = ranking.dropna(subset=["distance"]).head(top_n)
     if top.empty:
         return message_figure(search.NO_DISTINCT_NEIGHBOUR.format(n=len(ranking)), demo)
