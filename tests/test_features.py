@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from snowflake_tools import features, images
+from snowflake_tools import features, files, images
 
 SIZE = 32  # the smallest input VGG16 takes: block5_conv3 is then 2 x 2 x 512
 
@@ -213,3 +215,40 @@ def test_bfloat16_extraction_gives_float32_rows_close_to_float32_ones(flakes, tm
         "bfloat16",
         "float32",
     ]
+
+
+def short_write(handle, values, **kwargs):
+    """``np.save`` on a full disk: part of the entry written, then numpy's errno-less error."""
+    handle.write(b"\x93NUMPY" + bytes(100))
+    raise OSError("8192 requested and 992 written")
+
+
+def no_space(handle, values, **kwargs):
+    """``np.save`` on a full disk as the operating system reports it."""
+    handle.write(b"\x93NUMPY")
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("full_disk_save", [short_write, no_space])
+def test_full_disk_while_caching_says_where_and_how_much(
+    extractor, flakes, tmp_path, monkeypatch, full_disk_save
+):
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(np, "save", full_disk_save)
+    with pytest.raises(files.DiskFullError) as caught:
+        features.extract_features(extractor, flakes, cache_dir=cache, progress=False)
+    message = str(caught.value)
+    assert "is full" in message and str(cache.resolve()) in message
+    needed = 5 * features.cache_entry_bytes(2 * 2 * 512)  # known before the first batch
+    assert f"needs about {needed / 1024:,.1f} KiB" in message
+    assert caught.value.errno == errno.ENOSPC
+    assert [path for path in cache.rglob("*") if path.is_file()] == []  # nothing half-written
+
+
+def test_too_little_free_space_stops_before_any_work(extractor, flakes, tmp_path, monkeypatch):
+    monkeypatch.setattr(files, "_free_bytes", lambda folder: 1000)
+    ran = []
+    monkeypatch.setattr(features, "run_model", lambda *args: ran.append(args))
+    with pytest.raises(files.DiskFullError, match=r"is full: the feature cache of 5 images needs"):
+        features.extract_features(extractor, flakes, cache_dir=tmp_path / "cache", progress=False)
+    assert ran == [] and not (tmp_path / "cache").exists()

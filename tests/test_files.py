@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -61,3 +62,15 @@ def test_remove_partial_files_deletes_only_leftovers(tmp_path):
     assert [path.name for path in removed] == [".flake.jpg.1a2b3c4d.part"]
     assert sorted(path.name for path in tmp_path.iterdir()) == ["kept.csv", "visible.part"]
     assert files.remove_partial_files(tmp_path / "missing") == []
+
+
+def test_full_disk_is_explained_and_other_errors_pass_unchanged(tmp_path):
+    folder = tmp_path / "not" / "made" / "yet"  # free space is that of the nearest parent
+    with pytest.raises(files.DiskFullError, match=r"holding .*yet is full: 3 shards needs about"):
+        with files.explain_full_disk(folder, 3 * 2**30, "3 shards"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(PermissionError), files.explain_full_disk(folder, 1, "x"):
+        raise PermissionError(errno.EACCES, "Permission denied")
+    files.check_free_space(folder, 1, "one byte")  # room enough: nothing happens
+    with pytest.raises(files.DiskFullError, match=r"needs about 1,073,741,824\.0 GiB"):
+        files.check_free_space(folder, 2**60, "a big run")

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import papermill
 import pytest
 from test_notebook_02 import make_folder, precision_used
 from test_report import table_files
@@ -55,6 +56,19 @@ def test_ranks_certifies_and_skips_known_files_on_a_rerun(run_notebook, tmp_path
     assert again["n_extracted"] == 0 and again["n_known"] == 13
     rerun = pd.read_csv(scale / "uniqueness.csv", keep_default_na=False)
     pd.testing.assert_frame_equal(rerun, ranking)
+
+    # A damaged shard is named and extracted again; a run that then fails keeps the last results.
+    results_before = {path: path.read_bytes() for path in scale.iterdir() if path.is_file()}
+    shard = sorted((scale / "features").rglob("*.parquet"))[0]
+    shard.write_bytes(shard.read_bytes()[:100])  # cut short, as by a crash or a full disk
+    for path in image_dir.iterdir():
+        if path.name != "flake1.png":
+            path.write_bytes(b"no longer an image")  # one readable flake: the ranking stops
+    with pytest.raises(papermill.PapermillExecutionError, match="Only 1 readable image"):
+        run_notebook(NOTEBOOK, **parameters)
+    output = (tmp_path / "out.ipynb").read_text()
+    assert f"The shard {shard} is damaged" in output and "extracted again" in output
+    assert {path: path.read_bytes() for path in scale.iterdir() if path.is_file()} == results_before
 
 
 def test_flattened_exact_ranking_equals_notebook_02(run_notebook, tmp_path):

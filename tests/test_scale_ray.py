@@ -6,22 +6,30 @@ import os
 
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before anything imports Ray
 
+import errno
 import re
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 from PIL import Image
 
-from snowflake_tools import features, images, pooling, ray_extract
+from snowflake_tools import features, files, images, pooling, ray_extract
 
 pytestmark = pytest.mark.slow
 
 SIZE = 32  # block5_conv3 is then 2 x 2 x 512
 LAYER = "block5_conv3"
 LOOPBACK = re.compile(r"^(127\.0\.0\.1|\[::ffff:127\.0\.0\.1\]|\[::1\]):\d+$")
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+#: Seconds a killed driver's Ray processes may take to go (Ray alone leaves some for minutes).
+CLEANUP_DEADLINE_S = 120
 
 
 def make_flakes(folder: Path, n: int = 7) -> Path:
@@ -64,6 +72,68 @@ def sockets_of(pids: set[int], *ss_args: str) -> list[tuple[str, str]]:
             columns = line.split()
             found.append((columns[3], columns[4]))
     return found
+
+
+def start_driver() -> subprocess.Popen:
+    """A Python process that starts a local Ray with ``start_ray`` and then waits."""
+    code = (
+        "import time\n"
+        "from snowflake_tools import ray_extract\n"
+        "ray_extract.start_ray(None)\n"
+        "print('started', flush=True)\n"
+        "time.sleep(3600)\n"
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(NOTEBOOKS)},
+    )
+
+
+def alive(pids: set[int]) -> set[int]:
+    """Those of ``pids`` that still run (a zombie waits only to be reaped: it is gone)."""
+    running = set()
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                running.add(pid)
+        except psutil.NoSuchProcess:
+            continue
+    return running
+
+
+def listening_ports() -> set[str]:
+    """Local addresses of every listening TCP socket on this machine."""
+    output = subprocess.run(["ss", "-Htln"], capture_output=True, text=True).stdout
+    return {line.split()[3] for line in output.splitlines()}
+
+
+# Ray's processes use SIGTERM for a graceful stop, and the kernel of a stopped notebook gets
+# SIGKILL when it does not exit in time; Ctrl-C (SIGINT) ends a script through its exit hooks.
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=str)
+def test_a_killed_driver_leaves_no_ray_process_or_listener(how):
+    driver = start_driver()
+    try:
+        for line in driver.stdout:  # a busy machine may print a retry first
+            if line.strip() == "started":
+                break
+        else:
+            pytest.fail("the driver ended before Ray started")
+        ray_pids = descendants(driver.pid)
+        ports = {local for local, _ in sockets_of(ray_pids, "-l")}
+        assert ports, "expected Ray processes listening"
+        driver.send_signal(how)
+        driver.wait()
+        deadline = time.monotonic() + CLEANUP_DEADLINE_S
+        while (alive(ray_pids) or ports & listening_ports()) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        left = {pid: psutil.Process(pid).cmdline()[:3] for pid in alive(ray_pids)}
+        assert not left, left
+        assert not ports & listening_ports()
+    finally:
+        driver.kill()
+        driver.wait()
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +213,104 @@ def test_stale_cluster_address_is_ignored(local_ray, monkeypatch):
         ray_extract.stop_ray()
         monkeypatch.delenv("RAY_ADDRESS")
         ray_extract.start_ray(None)  # the module fixture stops it
+
+
+def shard_rows(folder: Path) -> int:
+    return sum(pq_rows(path) for path in folder.glob("*.parquet"))
+
+
+def pq_rows(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.read_metadata(path).num_rows
+
+
+def test_a_run_stopped_by_a_full_disk_keeps_its_finished_shards(
+    local_ray, extractor, tmp_path, monkeypatch
+):
+    """The first shard is written, the disk fills under the second: a re-run does the rest."""
+    image_dir = make_flakes(tmp_path / "flakes")
+    folder = ray_extract.shard_folder(tmp_path / "results", extractor, SIZE, "gap")
+    real_write = ray_extract.pq.write_table
+    calls = []
+
+    def write_until_the_disk_is_full(table, where, **kwargs):
+        calls.append(where)
+        if len(calls) == 1:
+            return real_write(table, where, **kwargs)
+        Path(where).write_bytes(b"PAR1" + bytes(100))  # half a shard, then no room
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ray_extract.pq, "write_table", write_until_the_disk_is_full)
+    with pytest.raises(files.DiskFullError) as caught:
+        run_extraction(image_dir, tmp_path / "results", extractor, "gap")
+    monkeypatch.undo()
+    kept = shard_rows(folder)
+    assert 0 < kept < 8  # one shard finished: 8 contents in two blocks
+    message = str(caught.value)
+    assert str(folder) in message and f"the {8 - kept} images still to extract" in message
+    # what a killed run would leave besides: a temporary folder and a half-written shard
+    (folder / ".incomplete-0123abcd").mkdir()
+    (folder / ".incomplete-0123abcd" / "part.parquet").write_bytes(b"PAR1")
+    (folder / f".{'0' * 32}.parquet.1a2b3c4d.part").write_bytes(b"PAR1")
+
+    again, assembled = run_extraction(image_dir, tmp_path / "results", extractor, "gap")
+    assert again.n_extracted == 8 - kept and again.n_known >= kept
+    assert sorted(path.name for path in folder.iterdir() if not path.suffix == ".parquet") == []
+    assert not any(path.name.startswith(".") for path in folder.iterdir())
+    reference = features.extract_features(extractor, images.list_images(image_dir), progress=False)
+    assert assembled.files == [path.name for path in reference.paths]
+    expected = pooling.pool(reference.features, 512, "gap")
+    np.testing.assert_allclose(assembled.features, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_damaged_shard_is_extracted_again_and_named(local_ray, extractor, tmp_path, capsys):
+    image_dir = make_flakes(tmp_path / "flakes")
+    first, expected = run_extraction(image_dir, tmp_path / "results", extractor, "gap")
+    folder = ray_extract.shard_folder(tmp_path / "results", extractor, SIZE, "gap")
+    damaged = sorted(folder.glob("*.parquet"))[0]
+    rows = pq_rows(damaged)
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])  # cut short
+    capsys.readouterr()
+
+    again, assembled = run_extraction(image_dir, tmp_path / "results", extractor, "gap")
+    said = [line for line in capsys.readouterr().out.splitlines() if str(damaged) in line]
+    assert len(said) == 1 and "damaged" in said[0] and "extracted again" in said[0]
+    assert again.n_extracted == rows and not damaged.exists()
+    assert assembled.files == expected.files
+    np.testing.assert_allclose(assembled.features, expected.features, rtol=1e-5, atol=1e-5)
+
+
+def test_a_damaged_shard_in_the_way_of_assembly_is_one_clear_line(tmp_path):
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    vectors = np.ones((2, 4), np.float32)
+    table = ray_extract.shard_table(["a.png", "b.png"], ["1", "2"], vectors, ["", ""], "n", (0, 1))
+    shard = ray_extract.write_shard(table, folder)
+    listing = ray_extract.read_shards(folder, ["file", "sha256"]).to_pandas()
+    shard.write_bytes(shard.read_bytes()[:-20])
+    with pytest.raises(ray_extract.DamagedShardError, match=rf"{shard}.*Delete it"):
+        ray_extract.assemble(listing, folder)
+
+
+def test_the_watchdog_stops_only_its_marked_processes_when_its_pipe_closes():
+    from snowflake_tools import ray_watchdog
+
+    def sleeper(token: str) -> subprocess.Popen:
+        env = {**os.environ, ray_watchdog.MARK: token}
+        return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], env=env)
+
+    ours, other = sleeper("ours"), sleeper("other")
+    watchdog = subprocess.Popen(
+        [sys.executable, str(NOTEBOOKS / "snowflake_tools" / "ray_watchdog.py"), "ours"],
+        stdin=subprocess.PIPE,
+    )
+    try:
+        watchdog.stdin.close()  # as when the process that started Ray dies
+        watchdog.wait()
+        assert ours.wait() == -signal.SIGKILL
+        assert other.poll() is None
+    finally:
+        for process in (ours, other, watchdog):
+            process.kill()
+            process.wait()

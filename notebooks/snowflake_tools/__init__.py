@@ -18,6 +18,7 @@ Modules:
     report    -- the self-contained report.html (notebook 02) and why/report.html (nb 05)
     pooling   -- compact features: global average pooling or the flattened map (notebook 04)
     ray_extract -- extraction on Ray Data into Parquet shards, on a laptop or a cluster (nb 04)
+    ray_watchdog -- ends a local Ray with the kernel that started it, even a killed one (nb 04)
     ann       -- FAISS index chosen by size, k-NN scores, the certified exact top-N (nb 04)
     runinfo   -- demo status, peak memory and run.json
     robustness -- copies, self-retrieval, pooled features and agreement (notebook 03)

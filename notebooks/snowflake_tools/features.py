@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -34,6 +35,10 @@ PRECISIONS = (FLOAT32, BFLOAT16, AUTO)
 _KERAS_POLICY = {FLOAT32: "float32", BFLOAT16: "mixed_bfloat16"}  # weights stay float32
 _BFLOAT16_FLAGS = {"amx_bf16", "avx512_bf16"}  # CPU flags of native bfloat16 arithmetic
 _CPUINFO = Path("/proc/cpuinfo")
+#: Bytes of the header ``np.save`` writes before a feature row.
+_NPY_HEADER_BYTES = 128
+#: Disk space is handed out in blocks: a cache entry takes whole blocks of this size.
+_DISK_BLOCK_BYTES = 4096
 
 _BANNER = """
 {line}
@@ -220,7 +225,9 @@ def extract_features(
     of pixels, never all the pixels at once. With ``cache_dir``, each image's features are
     stored under the SHA-256 of its file, inside a folder named after the model's weights and
     the image size: a re-run reads them back instead of running the network, and an edited
-    image is recomputed. Unreadable images are skipped and listed, never fatal.
+    image is recomputed. Unreadable images are skipped and listed, never fatal. A disk too
+    full for the cache stops the run with :class:`files.DiskFullError` (where, how much),
+    before the first batch when the free space is already short.
     """
     started = time.perf_counter()
     image_size = int(model.input.shape[1])
@@ -246,16 +253,21 @@ def extract_features(
         else:
             pending.append((row, path, key))
 
+    needed = len(pending) * cache_entry_bytes(n_values)
+    what = f"the feature cache of {len(pending)} images"
+    if folder is not None and pending:
+        files.check_free_space(folder, needed, what)  # before any work, not half way
     bar = tqdm(total=len(pending), desc="Extracting features", unit="img", disable=not progress)
-    for start in range(0, len(pending), batch_size):
-        batch = pending[start : start + batch_size]
-        pixels, loaded = _load_batch(batch, image_size, skipped, failed_rows)
-        if loaded:
-            outputs = run_model(model, pixels)
-            for (row, _, key), values in zip(loaded, outputs, strict=True):
-                features[row] = values
-                _write_cached(folder, key, values)
-        bar.update(len(batch))
+    with files.explain_full_disk(folder or ".", needed, what):
+        for start in range(0, len(pending), batch_size):
+            batch = pending[start : start + batch_size]
+            pixels, loaded = _load_batch(batch, image_size, skipped, failed_rows)
+            if loaded:
+                outputs = run_model(model, pixels)
+                for (row, _, key), values in zip(loaded, outputs, strict=True):
+                    features[row] = values
+                    _write_cached(folder, key, values)
+            bar.update(len(batch))
     bar.close()
 
     keep = np.setdiff1d(np.arange(len(paths)), failed_rows)
@@ -268,6 +280,11 @@ def extract_features(
         n_cached=n_cached,
         seconds=time.perf_counter() - started,
     )
+
+
+def cache_entry_bytes(n_values: int) -> int:
+    """Disk space one image's cached features take: ``n_values`` float32, a header, whole blocks."""
+    return math.ceil((4 * n_values + _NPY_HEADER_BYTES) / _DISK_BLOCK_BYTES) * _DISK_BLOCK_BYTES
 
 
 def run_model(model: keras.Model, pixels: np.ndarray) -> np.ndarray:

@@ -7,10 +7,12 @@ crash or an interrupted kernel never leaves a half-written image, CSV or cache e
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
 import secrets
+import shutil
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -28,6 +30,13 @@ MANIFEST_COLUMNS = ["file", "url", "page", "sha256", "width", "height"]
 
 #: Ending of the temporary files that atomic writes rename into place when they succeed.
 PARTIAL_SUFFIX = ".part"
+
+#: What numpy says when the disk fills under ``ndarray.tofile`` (it sets no errno).
+_SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")
+
+
+class DiskFullError(OSError):
+    """The disk has, or had, too little room: the message says where and how much is needed."""
 
 
 def is_image_name(name: str) -> bool:
@@ -94,6 +103,57 @@ def remove_partial_files(folder: str | os.PathLike) -> list[Path]:
     for path in partial:
         path.unlink(missing_ok=True)
     return partial
+
+
+def _size_text(n_bytes: float) -> str:
+    """``n_bytes`` for people: ``"512 bytes"``, ``"3.4 MiB"``, ``"1.2 GiB"``."""
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n_bytes < 1024 or unit == "GiB":
+            return f"{n_bytes:,.0f} {unit}" if unit == "bytes" else f"{n_bytes:,.1f} {unit}"
+        n_bytes /= 1024
+    raise AssertionError("unreachable")
+
+
+def _free_bytes(folder: Path) -> int:
+    """Free bytes on the disk of ``folder`` (or of its nearest existing parent)."""
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            return shutil.disk_usage(candidate).free
+    return shutil.disk_usage(Path.cwd()).free
+
+
+def disk_full_error(folder: str | os.PathLike, needed: int, what: str) -> DiskFullError:
+    """The error for ``what`` needing ``needed`` bytes in ``folder`` that are not free."""
+    folder = Path(folder).resolve()
+    return DiskFullError(
+        errno.ENOSPC,
+        f"The disk holding {folder} is full: {what} needs about {_size_text(needed)} there, "
+        f"{_size_text(_free_bytes(folder))} is free. Free some space, or choose a folder on a "
+        "disk with room, and run again.",
+    )
+
+
+def check_free_space(folder: str | os.PathLike, needed: int, what: str) -> None:
+    """Stop before any work when the disk of ``folder`` has less than ``needed`` bytes free."""
+    if _free_bytes(Path(folder).resolve()) < needed:
+        raise disk_full_error(folder, needed, what)
+
+
+def is_disk_full(error: OSError) -> bool:
+    """Whether ``error`` means the disk (or the user's quota) is full."""
+    return error.errno in (errno.ENOSPC, errno.EDQUOT) or bool(_SHORT_WRITE.search(str(error)))
+
+
+@contextlib.contextmanager
+def explain_full_disk(folder: str | os.PathLike, needed: int, what: str) -> Iterator[None]:
+    """Turn a full disk inside the block into a :class:`DiskFullError` that says where and how
+    much ``what`` needs; every other error passes unchanged."""
+    try:
+        yield
+    except OSError as error:
+        if isinstance(error, DiskFullError) or not is_disk_full(error):
+            raise
+        raise disk_full_error(folder, needed, what) from error
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -3,20 +3,25 @@
 Each Ray actor builds the VGG16 extractor once and then runs the project's own
 ``images.load_image`` and ``features.run_model`` on batch after batch, so its features equal
 ``features.extract_features``' for the same settings. Rows ``(file, sha256, vector)`` land in
-Parquet shards; a re-run skips every file whose content (SHA-256) is already in them, and exact
+Parquet shards, each written whole or not at all; a re-run skips every file whose content
+(SHA-256) is already in them, so an interrupted run loses only its unfinished shards, and exact
 copies of a photo are extracted once.
 
 Ray is imported only inside :func:`start_ray`, after the environment says how it may listen:
-a local run binds to 127.0.0.1 and opens no port to the network.
+a local run binds to 127.0.0.1 and opens no port to the network, and its processes end with
+the process that started them, however that ends.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import math
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -29,7 +34,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from snowflake_tools import files, images, pooling
+from snowflake_tools import files, images, pooling, ray_watchdog
 
 # ``features`` (TensorFlow) is imported where a model is built, not here: the hashing tasks
 # import this module in fresh worker processes and would each pay seconds for TensorFlow.
@@ -47,22 +52,35 @@ BATCHES_PER_BLOCK = 4
 #: Seconds to wait for every extraction actor to start before giving up with an error (a
 #: cluster without the CPUs for them would otherwise wait forever).
 ACTOR_START_TIMEOUT_S = 600
+#: Seconds a local Ray may take to start its node: twice Ray's own 30 s, for a laptop
+#: busy with other work ("The current node timed out during startup").
+START_WAIT_S = 60
+#: Ray's settings for those waits, read as Ray starts (a value already set is kept): the node's
+#: registration, the GCS port, and the agents' ports that the raylet waits for.
+START_WAIT_SETTINGS = {
+    "RAY_raylet_start_wait_time_s": str(START_WAIT_S),
+    "RAY_gcs_server_port_wait_time_s": str(START_WAIT_S),
+    "RAY_agent_register_timeout_ms": str(START_WAIT_S * 1000),
+}
 #: Shard columns, in order. ``node`` is the Ray node that extracted the row; ``started`` and
 #: ``finished`` the wall-clock times (Unix seconds) of its batch, which show how long the
 #: batches took apart from starting Ray and its actors.
 COLUMNS = ("file", "sha256", "vector", "error", "node", "started", "finished")
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
+#: Watchdogs of the local instances this process started (see :func:`_start_local_ray`).
+_watchdogs: list[subprocess.Popen] = []
 
 
 def start_ray(address: str | None = None, num_cpus: int | None = None) -> dict:
     """Start Ray here (``address=None``) or connect to a cluster; return what is running.
 
     ``None`` starts a private local instance on 127.0.0.1 (never joining a cluster left over
-    by an earlier run in ``/tmp/ray``), with at least 2 logical CPUs. ``"auto"``, a
-    ``host:port`` or a ``ray://host:port`` address joins an existing cluster and ships this
-    package to its workers. Returns ``{"address_kind": "local" | "cluster", "nodes": n,
-    "cpus": n}``.
+    by an earlier run in ``/tmp/ray``), with at least 2 logical CPUs; see
+    :func:`_start_local_ray` for how it survives a busy machine and a killed kernel.
+    ``"auto"``, a ``host:port`` or a ``ray://host:port`` address joins an existing cluster and
+    ships this package to its workers. Returns ``{"address_kind": "local" | "cluster",
+    "nodes": n, "cpus": n}``.
     """
     if address is None:
         os.environ[LOOPBACK_SWITCH] = "0"  # before the import: Ray reads it once
@@ -70,6 +88,8 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> dict:
         search_path = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
         if str(_PACKAGE_DIR.parent) not in search_path:
             os.environ["PYTHONPATH"] = os.pathsep.join([str(_PACKAGE_DIR.parent), *search_path])
+        for name, value in START_WAIT_SETTINGS.items():
+            os.environ.setdefault(name, value)
     import ray
 
     if address is None and getattr(ray._private.ray_constants, "ENABLE_RAY_CLUSTER", False):
@@ -79,12 +99,7 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> dict:
         )
     if not ray.is_initialized():
         if address is None:
-            ray.init(
-                address="local",  # a fresh instance, whatever RAY_ADDRESS or /tmp/ray say
-                num_cpus=num_cpus or max(2, os.cpu_count() or 1),
-                include_dashboard=False,
-                log_to_driver=False,
-            )
+            _start_local_ray(num_cpus or max(2, os.cpu_count() or 1))
         else:
             ray.init(address=address, runtime_env={"py_modules": [str(_PACKAGE_DIR)]})
     nodes = [node for node in ray.nodes() if node["Alive"]]
@@ -93,6 +108,69 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> dict:
         "nodes": len(nodes),
         "cpus": int(ray.cluster_resources().get("CPU", 0)),
     }
+
+
+def _start_local_ray(num_cpus: int) -> None:
+    """Start the local instance, watched, and try once more when it fails to start.
+
+    Every process of the instance carries a mark in its environment, and a watchdog
+    (:mod:`snowflake_tools.ray_watchdog`) kills them all once this process stops Ray or dies,
+    so a killed kernel leaves no Ray process behind. A start that fails (on a busy machine
+    Ray's node may not register in time) is cleaned up the same way and tried once more.
+    """
+    import ray
+
+    for attempt in (1, 2):
+        token = uuid.uuid4().hex
+        watchdog = subprocess.Popen(
+            [sys.executable, str(_PACKAGE_DIR / "ray_watchdog.py"), token],
+            stdin=subprocess.PIPE,
+            start_new_session=True,  # a Ctrl-C in a terminal reaches Ray's driver, not this
+        )
+        try:
+            with _environment({ray_watchdog.MARK: token}):  # only what Ray starts now
+                ray.init(
+                    address="local",  # a fresh instance, whatever RAY_ADDRESS or /tmp/ray say
+                    num_cpus=num_cpus,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                )
+        except Exception as error:
+            ray.shutdown()
+            _stop_watchdog(watchdog)
+            if attempt == 2:
+                raise RuntimeError(
+                    f"Ray did not start on this machine, twice ({error}). A machine busy with "
+                    "other work is the usual cause: let it finish, or close some programs, and "
+                    "run this cell again."
+                ) from error
+            print(f"Ray did not start ({error}); trying once more.")
+        else:
+            _watchdogs.append(watchdog)
+            atexit.unregister(stop_ray)
+            atexit.register(stop_ray)  # before Ray's own exit hook: agents and watchdog too
+            return
+
+
+@contextlib.contextmanager
+def _environment(values: dict) -> Iterator[None]:
+    """Set environment variables for the block only."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _stop_watchdog(watchdog: subprocess.Popen) -> None:
+    """Close the watchdog's pipe: it kills what is left of its instance, then exits."""
+    watchdog.stdin.close()
+    watchdog.wait()
 
 
 def _spread_over_nodes() -> dict:
@@ -138,6 +216,8 @@ def stop_ray() -> None:
     import ray
 
     ray.shutdown()
+    while _watchdogs:
+        _stop_watchdog(_watchdogs.pop())
 
 
 class FeatureExtractor:
@@ -251,12 +331,59 @@ def shard_folder(results_dir: str | os.PathLike, extractor, image_size: int, poo
     return folder.with_name(f"{folder.name}-{pooling_kind}")
 
 
+class DamagedShardError(ValueError):
+    """A shard that cannot be read (cut short by a crash or a full disk, say)."""
+
+    def __init__(self, path: Path, reason: str):
+        self.path, self.reason = path, reason
+        super().__init__(
+            f"The shard {path} is damaged ({reason}). Delete it and run the extraction again: "
+            "its images are extracted anew."
+        )
+
+
 def read_shards(folder: str | os.PathLike, columns: Sequence[str] = COLUMNS) -> pa.Table:
-    """All rows of the Parquet shards in ``folder`` (an empty table when there are none)."""
+    """All rows of the Parquet shards in ``folder`` (an empty table when there are none).
+
+    A shard that cannot be read raises :class:`DamagedShardError`, naming it.
+    """
     paths = sorted(Path(folder).glob("*.parquet"))
     if not paths:
         return pa.table({name: pa.array([], pa.string()) for name in columns if name != "vector"})
-    return pa.concat_tables([pq.read_table(path, columns=list(columns)) for path in paths])
+    return pa.concat_tables([_read_shard(path, columns) for path in paths])
+
+
+def _read_shard(path: Path, columns: Sequence[str]) -> pa.Table:
+    """One shard's ``columns``; a damaged file is a one-line error that says what to do."""
+    try:
+        return pq.read_table(path, columns=list(columns))
+    except (pa.ArrowException, OSError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DamagedShardError(path, reason) from error
+
+
+def clean_shard_folder(folder: str | os.PathLike) -> set[str]:
+    """Prepare ``folder`` for a run; return the contents (SHA-256) its shards already hold.
+
+    Removes what an interrupted run left and no run reads: temporary shards (``.*.part``) and
+    temporary folders. A damaged shard is deleted, with one line naming it, so that its images
+    are extracted again. Only run it when no other extraction writes into ``folder``.
+    """
+    folder = Path(folder)
+    for leftover in folder.glob(".incomplete-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    files.remove_partial_files(folder)
+    known: set[str] = set()
+    for path in sorted(folder.glob("*.parquet")):
+        try:
+            known.update(_read_shard(path, ["sha256"]).column("sha256").to_pylist())
+        except DamagedShardError as error:
+            print(
+                f"The shard {path} is damaged ({error.reason}): deleted, its images are "
+                "extracted again."
+            )
+            path.unlink()
+    return known
 
 
 @dataclasses.dataclass
@@ -321,8 +448,11 @@ def extract_to_shards(
         batch_size: images per forward pass.
         actors: extraction actors; default one per Ray node, spread over the nodes.
 
-    New shards are written to a hidden folder first and moved in when complete, so a run that
-    is stopped half way leaves no half-written shard behind.
+    Each block of rows becomes a shard as soon as it is done, written atomically (a temporary
+    file renamed into place), so a run that is stopped half way keeps every finished shard and
+    a re-run extracts only the rest (:func:`clean_shard_folder` removes what it cannot use).
+    A disk that fills up stops the run with :class:`files.DiskFullError`, saying how much the
+    images still to extract need.
     """
     import ray
 
@@ -341,14 +471,13 @@ def extract_to_shards(
     )
     listing = listing.set_index("file").loc[[item["file"] for item in items]].reset_index()
     hash_seconds = time.perf_counter() - started
-    known = set(read_shards(folder, ["sha256"]).column("sha256").to_pylist())
+    known = clean_shard_folder(folder)
     readable = listing["sha256"] != ""  # "" = the file itself could not be opened
     todo = listing[readable & ~listing["sha256"].isin(known)].drop_duplicates("sha256")
     work_by_node: dict = {}
     batch_seconds = 0.0
     if len(todo):
         pool_size = actors or sum(node["Alive"] for node in ray.nodes())
-        temporary = folder / f".incomplete-{uuid.uuid4().hex}"
         # At least two blocks per actor, so that no actor (and no node) sits idle; Ray Data
         # bundles blocks up to a batch, so a small set also needs smaller batches.
         blocks = max(2 * pool_size, math.ceil(len(todo) / (batch_size * BATCHES_PER_BLOCK)))
@@ -358,17 +487,16 @@ def extract_to_shards(
         # TensorFlow to set up, so only the very last block may have one.
         per_block = batch_size * math.ceil(len(todo) / (blocks * batch_size))
         chunks = [todo.iloc[start : start + per_block] for start in range(0, len(todo), per_block)]
-        try:
-            with _actor_pool_settings():
-                pipeline = _extraction_pipeline(chunks, extractor_args, batch_size, pool_size)
-                pipeline.write_parquet(str(temporary))
-            written_rows = read_shards(temporary, ["node", "started", "finished"]).to_pandas()
-            work_by_node = written_rows["node"].value_counts().to_dict()
-            batch_seconds = written_rows["finished"].max() - written_rows["started"].min()
-            for shard in sorted(temporary.glob("*.parquet")):
-                shard.rename(folder / f"{uuid.uuid4().hex}.parquet")
-        finally:
-            shutil.rmtree(temporary, ignore_errors=True)
+        written = _ShardWriter(folder, len(todo))
+        with _actor_pool_settings():
+            pipeline = _extraction_pipeline(chunks, extractor_args, batch_size, pool_size)
+            shards = iter(pipeline.iter_batches(batch_size=None, batch_format="pyarrow"))
+            try:
+                for table in shards:
+                    written.write(table)
+            finally:
+                shards.close()  # an interrupted run stops its pipeline too
+        work_by_node, batch_seconds = written.work_by_node, written.batch_seconds()
     return ShardRun(
         listing=listing[["path", "file", "sha256"]],
         n_extracted=len(todo),
@@ -378,6 +506,44 @@ def extract_to_shards(
         batch_seconds=float(batch_seconds),
         seconds=time.perf_counter() - started,
     )
+
+
+class _ShardWriter:
+    """Writes the blocks of one extraction as shards and keeps count of their rows."""
+
+    def __init__(self, folder: Path, n_rows: int):
+        self.folder = folder
+        self.rows_left = n_rows
+        self.work_by_node: dict = {}
+        self.times: list[float] = []
+
+    def write(self, table: pa.Table) -> None:
+        """Write one block as a new shard; check the room for all the rest at the first one."""
+        needed = int(table.nbytes / max(1, table.num_rows) * self.rows_left)
+        what = f"the shards of the {self.rows_left} images still to extract"
+        if not self.times:  # the first block tells how large a row is
+            files.check_free_space(self.folder, needed, what)
+        with files.explain_full_disk(self.folder, needed, what):
+            write_shard(table, self.folder)
+        self.rows_left -= table.num_rows
+        for node in table.column("node").to_pylist():
+            self.work_by_node[node] = self.work_by_node.get(node, 0) + 1
+        self.times += [
+            min(table.column("started").to_pylist()),
+            max(table.column("finished").to_pylist()),
+        ]
+
+    def batch_seconds(self) -> float:
+        """From the start of the first batch to the end of the last."""
+        return max(self.times) - min(self.times) if self.times else 0.0
+
+
+def write_shard(table: pa.Table, folder: Path) -> Path:
+    """Write ``table`` as a new shard in ``folder``, atomically: whole, or not at all."""
+    path = folder / f"{uuid.uuid4().hex}.parquet"
+    with files.atomic_path(path) as temporary:
+        pq.write_table(table, temporary)
+    return path
 
 
 @dataclasses.dataclass
