@@ -133,3 +133,15 @@ def test_mismatched_inputs_are_a_clear_error_and_leave_nothing_behind(tmp_path, 
     with pytest.raises(ValueError, match="one row per file"):
         write(tmp_path, flakes, positions=np.zeros((3, 2)))
     assert not (tmp_path / "out" / "report.html").exists()
+
+
+def test_the_atlas_legend_sits_below_the_map_never_over_a_flake(tmp_path, flakes):
+    """t-SNE fills the square, so a legend inside the map covers a corner flake from the pointer."""
+    from bokeh.models import Legend
+
+    features, names, ranking, near, folder = flakes
+    source = report._ranking_source(atlas.layout(features), names, ranking, folder)
+    plot = report.atlas_plot(source, near, top_n=3)
+    assert [type(item) for item in plot.below if isinstance(item, Legend)] == [Legend]
+    assert not [item for item in plot.center if isinstance(item, Legend)]
+    assert len(plot.legend[0].items) == 3
