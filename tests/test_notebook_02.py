@@ -110,6 +110,33 @@ def test_close_calls_send_auto_back_to_float32(run_notebook, tmp_path):
     pd.testing.assert_frame_equal(ranking, expected)
 
 
+#: File names matplotlib would read as maths or LaTeX if a figure did not draw them as written.
+ODD_NAMES = [
+    "cost_$x^$.png",
+    "$\\alpha$ and $5.png",
+    "a_b^c.png",
+    "back\\slash.png",
+    "{braces}_$.png",
+    "$$.png",
+    "100$.png",
+    "x^{2}_$y$.jpg",
+]
+
+
+def test_file_names_with_maths_characters_run_through_and_are_kept_exactly(run, tmp_path):
+    """Every figure shows these names (the first one in step 1, the top three later)."""
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    rng = np.random.default_rng(7)
+    for name in ODD_NAMES:
+        Image.fromarray(rng.integers(0, 255, (40, 44, 3), dtype=np.uint8)).save(folder / name)
+    results = run(folder, TOP_N=len(ODD_NAMES))
+    ranking = pd.read_csv(results / "uniqueness.csv", keep_default_na=False)
+    assert sorted(ranking["file"]) == sorted(ODD_NAMES)
+    assert set(ranking["nearest_file"]) <= set(ODD_NAMES)
+    assert Image.open(results / "most_unique.png").size[0] > 300
+
+
 def test_missing_image_folder_says_to_run_notebook_01(run, tmp_path):
     with pytest.raises(pm.PapermillExecutionError, match="01_download_snowflakes.ipynb"):
         run(tmp_path / "nowhere")

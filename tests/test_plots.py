@@ -36,6 +36,71 @@ def texts(figure):
     return [t.get_text() for t in figure.findobj(matplotlib.text.Text)]
 
 
+#: File names matplotlib would read as maths or LaTeX: every figure must show them as written.
+ODD_NAMES = [
+    "cost_$x^$.png",
+    "$\\alpha$ and $5.png",
+    "a_b^c.png",
+    "back\\slash.png",
+    "{braces}_$.png",
+    "$$.png",
+]
+
+
+@pytest.fixture
+def odd_ranking(tmp_path):
+    """A ranking whose six most unique flakes (and their nearest flakes) have ``ODD_NAMES``.
+
+    Six far outliers among 24 plain flakes, so the box plot labels every odd name.
+    """
+    rng = np.random.default_rng(1)
+    names = ODD_NAMES + [f"plain{i}.png" for i in range(24)]
+    for name in names:
+        Image.fromarray(rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)).save(tmp_path / name)
+    return pd.DataFrame(
+        {
+            "rank": range(1, len(names) + 1),
+            "file": names,
+            "nearest_file": ODD_NAMES[1:] + ODD_NAMES[:1] + names[:24],
+            "distance": [100.0, 90, 80, 70, 60, 50, *np.linspace(2, 1, 24)],
+            "duplicates": 0,
+        }
+    )
+
+
+def drawn_lines(figure, monkeypatch):
+    """Draw ``figure`` with Agg; return each line of text drawn, and whether it was maths."""
+    from matplotlib.backends.backend_agg import RendererAgg
+
+    drawn = []
+    draw_text = RendererAgg.draw_text
+
+    def record(self, gc, x, y, s, prop, angle, ismath=False, mtext=None):
+        drawn.append((s, ismath))
+        return draw_text(self, gc, x, y, s, prop, angle, ismath, mtext)
+
+    monkeypatch.setattr(RendererAgg, "draw_text", record)
+    figure.canvas.draw()
+    return drawn
+
+
+@pytest.mark.parametrize(
+    "make_figure",
+    [
+        lambda ranking, folder: plots.plot_distances(ranking),
+        lambda ranking, folder: plots.plot_most_unique(ranking, folder, top_n=6, demo=True),
+        lambda ranking, folder: plots.show_flakes(
+            [folder / name for name in ODD_NAMES[1:]], suptitle=ODD_NAMES[0]
+        ),
+    ],
+    ids=["plot_distances", "plot_most_unique", "show_flakes"],
+)
+def test_file_names_are_drawn_exactly_as_written(make_figure, odd_ranking, tmp_path, monkeypatch):
+    lines = drawn_lines(make_figure(odd_ranking, tmp_path), monkeypatch)
+    for name in ODD_NAMES:
+        assert (name, False) in lines, f"{name!r} not drawn as plain text: {lines}"
+
+
 def test_outliers_use_the_box_plot_rule():
     values = pd.Series([1.0, 2.0, 2.0, 3.0, 100.0])
     assert plots.outliers(values).tolist() == [False, False, False, False, True]

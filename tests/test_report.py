@@ -230,3 +230,15 @@ def test_a_top_flake_and_its_neighbours_fit_one_row_of_a_1280_pixel_window(tmp_p
     scrollbar = 20  # wider than any desktop browser's
     assert content + 2 * padding + scrollbar <= 1280
     assert len(soup.find("div", class_="row").find_all("figure")) == pictures
+
+
+def test_the_atlas_legend_sits_below_the_map_never_over_a_flake(tmp_path, flakes):
+    """t-SNE fills the square, so a legend inside the map covers a corner flake from the pointer."""
+    from bokeh.models import Legend
+
+    features, names, ranking, near, folder = flakes
+    source = report._ranking_source(atlas.layout(features), names, ranking, folder)
+    plot = report.atlas_plot(source, near, top_n=3)
+    assert [type(item) for item in plot.below if isinstance(item, Legend)] == [Legend]
+    assert not [item for item in plot.center if isinstance(item, Legend)]
+    assert len(plot.legend[0].items) == 3

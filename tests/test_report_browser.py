@@ -16,6 +16,11 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
+#: Seconds any wait may take before it fails. Each wait ends as soon as the page reaches the
+#: state it waits for, so this is only a ceiling: generous, for a machine busy with other work.
+PATIENCE = 180
+
+
 #: JavaScript: every element matching ``arguments[0]``, also inside Bokeh's shadow roots.
 _DEEP_QUERY = """
 const deep = (selector, root) => {
@@ -62,7 +67,7 @@ def browser():
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    driver.set_page_load_timeout(60)
+    driver.set_page_load_timeout(PATIENCE)
     try:
         yield driver
     finally:
@@ -79,32 +84,64 @@ def table_cells(driver, column):
     return [row.find_elements("css selector", ".slick-cell")[column].text for row in rows]
 
 
-def wait_for(driver, condition, what, timeout=30):
+def wait_for(driver, condition, what):
+    """Wait until ``condition(driver)`` is true (its value is returned); fail naming ``what``."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout).until(lambda d: condition(d), message=what)
+    # Bokeh redraws tooltips and table rows: an element read a moment ago may be gone.
+    wait = WebDriverWait(driver, PATIENCE, ignored_exceptions=[StaleElementReferenceException])
+    return wait.until(lambda d: condition(d), message=what)
 
 
-#: JavaScript: scroll the atlas into view; return rank 1's file and its place in the window.
+#: JavaScript: bring flake #1 of the atlas to the middle of the window and return its file,
+#: its place in the window (from Bokeh's own data and scales) and a description of the element
+#: on top at that place, looked up through the shadow roots; null until Bokeh has drawn.
 _WHERE_IS_RANK_1 = """
 const views = [];
 const walk = (view) => { views.push(view); (view.child_views ?? []).forEach(walk); };
-Bokeh.index.roots.forEach(walk);
+(window.Bokeh?.index?.roots ?? []).forEach(walk);
 const plot = views.find((view) => view.model.name === "atlas");
-plot.el.scrollIntoView();
-const data = plot.model.renderers.find((r) => r.data_source?.data?.thumb).data_source.data;
+const renderer = plot?.model.renderers.find((r) => r.data_source?.data?.thumb);
+if (!renderer || !plot.frame.bbox.width) return null;
+const data = renderer.data_source.data;
 const row = data.rank.indexOf(1);
-const box = plot.el.getBoundingClientRect();
-return [data.file[row], box.left + plot.frame.x_scale.compute(data.x[row]),
-        box.top + plot.frame.y_scale.compute(data.y[row])];
+const place = () => {
+    const box = plot.el.getBoundingClientRect();
+    return [box.left + plot.frame.x_scale.compute(data.x[row]),
+            box.top + plot.frame.y_scale.compute(data.y[row])];
+};
+const [, y] = place();
+window.scrollBy(0, y - window.innerHeight / 2);
+const [x2, y2] = place();
+let element = document.elementFromPoint(x2, y2);
+const path = [];
+while (element) {
+    path.push(element);
+    const inner = element.shadowRoot?.elementFromPoint(x2, y2);
+    if (!inner || inner === element) break;
+    element = inner;
+}
+const onTop = path.at(-1);
+const free = path[0] === plot.el && onTop.classList.contains("bk-events");
+return [data.file[row], x2, y2, free ? "" : path.map((e) => e.className).join(" > ")];
 """
 
 
 def hover_over_the_most_unique_flake(driver):
-    """Point at flake #1 on the atlas: its tooltip must show its file, rank and thumbnail."""
+    """Point at flake #1 on the atlas: its tooltip must show its file, rank and thumbnail.
+
+    Flake #1 can sit anywhere on the map, corners included (t-SNE fills the square, and where
+    each flake lands differs between CPU kinds), so the place comes from Bokeh's own data, is
+    scrolled to the middle of the window and must be free: the atlas's event layer, not a
+    legend or anything else, must be on top there, or no pointer could reach the flake.
+    """
     from selenium.webdriver.common.actions.action_builder import ActionBuilder
 
-    file, x, y = driver.execute_script(_WHERE_IS_RANK_1)
+    file, x, y, covered_by = wait_for(
+        driver, lambda d: d.execute_script(_WHERE_IS_RANK_1), "the atlas to place flake #1"
+    )
+    assert not covered_by, f"flake #1 ({file}) is covered by {covered_by} at ({x:.0f}, {y:.0f})"
     pointer = ActionBuilder(driver)
     pointer.pointer_action.move_to_location(int(x), int(y))
     pointer.perform()

@@ -656,20 +656,84 @@ def test_gzip_bombs_are_stopped_at_the_cap_with_memory_bounded(gallery_server, t
     assert peak < scrape.MAX_IMAGE_BYTES + 30 * 2**20 < BOMB_BYTES
 
 
-def test_gzip_bomb_robots_txt_is_a_refusal_with_memory_bounded(gallery_server, tmp_path):
+def test_gzip_bomb_robots_txt_is_read_only_up_to_the_cap(gallery_server, tmp_path):
+    """200 MiB of blanks: its first 512 KiB hold no rule, so all is allowed; memory stays small."""
     server = gallery_server
     server.serve_gzip("/robots.txt", gzip_bomb(), content_type="text/plain")
     server.add_page("/g/index.html", '<img src="a.jpg">')
+    server.add_image("/g/a.jpg", 1)
     tracemalloc.start()
     try:
-        with pytest.raises(scrape.GalleryRefusedError, match="robots.txt disallows") as caught:
-            scrape_gallery(server.url("/g/index.html"), tmp_path / "flakes")
+        report = scrape_gallery(server.url("/g/index.html"), tmp_path / "flakes", **FAST)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert "too large (> 512 KiB)" in str(caught.value)
-    assert server.paths() == ["/robots.txt"]
+    assert report.loc[report["kind"] == "image", "status"].tolist() == ["saved"]
+    assert report.loc[report["kind"] == "robots.txt", "status"].tolist() == ["note"]
     assert peak < 20 * 2**20 < BOMB_BYTES
+
+
+def large_robots_txt() -> bytes:
+    """A robots.txt past the cap: a rule first, padding, a rule cut by the cap, then more.
+
+    The cap falls right after ``Disallow: /`` of the cut rule: read as it stands, that would
+    refuse the whole site. The last rule, past the cap, refuses everything too.
+    """
+    head = b"User-agent: *\nDisallow: /g/private/\n"
+    cut_line = b"Disallow: /g/never-whole/\n"
+    padding = polite.MAX_ROBOTS_BYTES - len(head) - len(b"Disallow: /")
+    full, rest = divmod(padding, 64)
+    filler = (b"#" * 63 + b"\n") * full + (b"#" * (rest - 1) + b"\n" if rest else b"")
+    assert len(head + filler + b"Disallow: /") == polite.MAX_ROBOTS_BYTES
+    return head + filler + cut_line + b"# more\n" * 20_000 + b"Disallow: /\n"
+
+
+def test_robots_txt_past_the_cap_is_obeyed_up_to_it_in_whole_lines_and_noted(
+    gallery_server, tmp_path
+):
+    server = gallery_server
+    server.add_file("/robots.txt", large_robots_txt())
+    server.add_page("/g/index.html", '<a href="private/p.html">p</a><img src="a.jpg">')
+    server.add_page("/g/private/p.html", '<img src="../b.jpg">')
+    server.add_image("/g/a.jpg", 1)
+    report = scrape_gallery(server.url("/g/index.html"), tmp_path / "flakes", **FAST)
+    by_kind = {row.kind: (row.status, row.reason) for row in report.itertuples()}
+    assert by_kind["image"] == ("saved", "")
+    assert by_kind["page"] == ("skipped", "robots.txt")  # the first rule holds
+    note = "larger than 512 KiB: its first 512 KiB obeyed, the rest ignored (RFC 9309)"
+    assert by_kind["robots.txt"] == ("note", note)
+    summary = dict(scrape.summarise_report(report).itertuples(index=False))
+    assert summary[f"note: robots.txt {note}"] == 1
+    assert "/g/private/p.html" not in server.paths()
+
+
+@pytest.mark.parametrize(
+    ("status", "allowed"),
+    [(404, True), (410, True), (401, False), (403, False), (500, False), (503, False)],
+)
+def test_robots_txt_status_decides_as_rfc_9309_says(gallery_server, tmp_path, status, allowed):
+    """Not there (4xx): no rules. Server error (5xx, after the retries): disallow all. A
+    robots.txt locked away (401, 403): the site is not crawled either."""
+    server = gallery_server
+    server.fail_first("/robots.txt", 99, status=status)
+    server.add_page("/g/index.html", '<img src="a.jpg">')
+    server.add_image("/g/a.jpg", 1)
+    if allowed:
+        report = scrape_gallery(server.url("/g/index.html"), tmp_path / "flakes", **FAST)
+        assert report["status"].tolist() == ["saved"]
+        return
+    with pytest.raises(scrape.GalleryRefusedError, match="robots.txt disallows"):
+        scrape_gallery(server.url("/g/index.html"), tmp_path / "flakes", retries=2, **FAST)
+    assert server.paths() == ["/robots.txt"] * (3 if status >= 500 else 1)
+
+
+def test_robots_txt_that_cannot_be_decoded_refuses_the_site(gallery_server, tmp_path):
+    server = gallery_server
+    server.serve_gzip("/robots.txt", b"this is not gzip", content_type="text/plain")
+    server.add_page("/g/index.html", '<img src="a.jpg">')
+    with pytest.raises(scrape.GalleryRefusedError, match="undecodable body"):
+        scrape_gallery(server.url("/g/index.html"), tmp_path / "flakes", **FAST)
+    assert server.paths() == ["/robots.txt"]
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,9 @@ Each function returns a matplotlib Figure, so the notebook decides whether to sh
 (:func:`save_figure`) or both. Demo runs (random weights, synthetic crystals) pass ``demo`` —
 ``True`` or the reason as text — and get DEMO stamped across the figure, so a demo picture can
 never be mistaken for a real result.
+
+Every text that can hold a file name is drawn with ``LITERAL``: a file may be called
+``cost_$x^$.png``, and matplotlib would otherwise read ``$...$`` as maths.
 """
 
 from __future__ import annotations
@@ -19,6 +22,11 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from snowflake_tools import files, images, search
+
+#: Text settings that draw a string exactly as written, for texts that show file names:
+#: without them matplotlib reads ``$...$`` as maths (``cost_$x^$.png`` stops the figure with a
+#: parse error) and, with ``text.usetex`` on, hands ``_``, ``^``, ``\`` and ``{}`` to LaTeX.
+LITERAL = {"parse_math": False, "usetex": False}
 
 
 def save_figure(figure: Figure, path: str | os.PathLike, dpi: int = 120) -> Path:
@@ -42,7 +50,9 @@ def stamp_demo(figure: Figure, demo: bool | str = True) -> Figure:
         0.5, 0.5, "DEMO", fontsize=90, color="red", alpha=0.18, rotation=30,
         ha="center", va="center", weight="bold", zorder=100,
     )  # fmt: skip
-    figure.text(0.5, 0.0, f"DEMO: {why}", color="red", ha="center", va="top", fontsize=10)
+    figure.text(
+        0.5, 0.0, f"DEMO: {why}", color="red", ha="center", va="top", fontsize=10, **LITERAL
+    )
     return figure
 
 
@@ -80,9 +90,9 @@ def show_flakes(
             axis.imshow(read_for_display(flake))
         else:
             axis.imshow(np.clip(flake, 0, 255).astype(np.uint8))
-        axis.set_title(title, fontsize=8)
+        axis.set_title(title, fontsize=8, **LITERAL)
     if suptitle:
-        figure.suptitle(suptitle)
+        figure.suptitle(suptitle, **LITERAL)
     figure.tight_layout()
     return stamp_demo(figure, demo)
 
@@ -91,7 +101,7 @@ def message_figure(text: str, demo: bool | str = False) -> Figure:
     """A small figure that shows only ``text``: drawn where a plot would have nothing to show."""
     figure, axis = plt.subplots(figsize=(8, 1.6))
     axis.axis("off")
-    axis.text(0.5, 0.5, text, ha="center", va="center", fontsize=11, wrap=True)
+    axis.text(0.5, 0.5, text, ha="center", va="center", fontsize=11, wrap=True, **LITERAL)
     return stamp_demo(figure, demo)
 
 
@@ -125,7 +135,7 @@ def plot_distances(ranking: pd.DataFrame, max_labels: int = 8, demo: bool | str 
         axis.annotate(
             names[row], xy=(value, 1 + jitter[row]), xytext=(value, level),
             ha="right", va="center", fontsize=8, color="C3",
-            arrowprops={"arrowstyle": "-", "color": "C3", "lw": 0.6, "shrinkA": 0},
+            arrowprops={"arrowstyle": "-", "color": "C3", "lw": 0.6, "shrinkA": 0}, **LITERAL,
         )  # fmt: skip
     axis.set_ylim(0.75, 1.7)
     axis.set_yticks([])
@@ -160,12 +170,13 @@ def plot_most_unique(
     figure, axes = plt.subplots(len(top), 2, figsize=(7, 3.4 * len(top)), squeeze=False)
     for (left, right), row in zip(axes, top.itertuples(), strict=True):
         left.imshow(read_for_display(Path(image_dir) / row.file))
-        left.set_title(f"Unique rank {row.rank}\n{row.file}", fontsize=10, weight="bold")
+        left.set_title(f"Unique rank {row.rank}\n{row.file}", fontsize=10, weight="bold", **LITERAL)
         right.imshow(read_for_display(Path(image_dir) / row.nearest_file))
         right.set_title(
             f"its nearest look-alike\n{row.nearest_file}\n"
             f"L2² = {row.distance:.4g}  ({row.distance / median:.2f}× median)",
             fontsize=10,
+            **LITERAL,
         )
         left.axis("off")
         right.axis("off")

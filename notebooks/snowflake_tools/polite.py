@@ -38,7 +38,8 @@ REQUEST_DEADLINE_S = 120.0
 #: Redirect hops followed per request; each one is checked like a link before it is requested.
 MAX_REDIRECTS = 5
 
-#: A robots.txt larger than this (decoded bytes) cannot be read whole, so the site is refused.
+#: Decoded bytes of a robots.txt that are read and obeyed; reading stops there, the rest is ignored.
+#: RFC 9309 asks crawlers to parse at least 500 KiB (rules usually come first), as Google does.
 MAX_ROBOTS_BYTES = 512 * 1024
 
 #: A robots.txt asking for a longer ``Crawl-delay`` (seconds) refuses the site: waiting that
@@ -72,13 +73,16 @@ class Unreachable(Skipped):
 class Fetched:
     """The final answer to a ``fetch``: ``url`` after redirects, HTTP ``status``, the media type
     (``"text/html"``, ``""`` when not sent), the declared ``charset`` (or None) and ``body``, the
-    decoded bytes, which is None unless the status is 200 and the media type was wanted."""
+    decoded bytes, which is None unless the status is 200 and the media type was wanted.
+    ``cut`` is True when the body went on past the cap and only its first bytes were kept
+    (asked for with ``cut=True``; otherwise a body past the cap is ``Skipped``)."""
 
     url: str
     status: int
     content_type: str
     charset: str | None
     body: bytes | None
+    cut: bool = False
 
 
 class PoliteSession:
@@ -90,9 +94,14 @@ class PoliteSession:
       ``backoff * 2**(n-1)`` seconds before the n-th retry (urllib3 ``Retry``);
     - consecutive requests to one site are at least ``request_delay_s`` seconds apart, or the
       site's robots.txt ``Crawl-delay`` when that is longer; redirect hops wait too;
-    - each site's robots.txt is read once (missing: all allowed; 401/403/5xx, unreadable, or a
-      ``Crawl-delay`` over ``MAX_CRAWL_DELAY_S``: nothing allowed);
+    - each site's robots.txt is read once, its first ``MAX_ROBOTS_BYTES`` at most (RFC 9309):
+      missing or another 4xx: all allowed; 401/403, 5xx after the retries, a body that cannot
+      be decoded, or a ``Crawl-delay`` over ``MAX_CRAWL_DELAY_S``: nothing allowed; a longer
+      one is read up to the cap, in whole lines, and ``notes`` says so;
     - ``fetch`` follows at most ``max_redirects`` redirects.
+
+    ``notes`` maps a URL to something the crawl report should mention that is not a skip (a
+    robots.txt read only in part).
     """
 
     def __init__(
@@ -136,6 +145,7 @@ class PoliteSession:
         self.http.mount("http://", adapter)
         self.http.mount("https://", adapter)
         self._robots: dict[str, RobotFileParser | str] = {}  # origin -> rules, or why unreadable
+        self.notes: dict[str, str] = {}
         self._last_request: dict[str, float] = {}
 
     # --- robots.txt -----------------------------------------------------------------------
@@ -174,12 +184,18 @@ class PoliteSession:
 
     def _read_robots(self, origin: str) -> RobotFileParser | str:
         # Fetched through this session so that it is identified, delayed, retried and capped
-        # like any other request. Rules as in RFC 9309.
+        # like any other request. Rules as in RFC 9309: a server error means "disallow all"
+        # (2.3.1.4); other 4xx answers mean there are no rules (2.3.1.3), but a site that
+        # locks its robots.txt away (401, 403) is not crawled.
         robots_url = origin + "/robots.txt"
         parser = RobotFileParser(robots_url)
         try:
             answer = self._fetch(
-                robots_url, MAX_ROBOTS_BYTES, lambda url: _origin(url) == origin, robots=False
+                robots_url,
+                MAX_ROBOTS_BYTES,
+                lambda url: _origin(url) == origin,
+                robots=False,
+                cut=True,
             )
         except Unreachable:
             raise
@@ -190,7 +206,15 @@ class PoliteSession:
         elif answer.status >= 400:
             parser.allow_all = True
         else:
-            parser.parse((answer.body or b"").decode("utf-8", errors="replace").splitlines())
+            body = answer.body or b""
+            if answer.cut:
+                # Whole lines only: a rule cut short could mean another rule ("Disallow: /").
+                body = body[: body.rfind(b"\n") + 1]
+                self.notes[robots_url] = (
+                    f"larger than {_size(MAX_ROBOTS_BYTES)}: its first "
+                    f"{_size(MAX_ROBOTS_BYTES)} obeyed, the rest ignored (RFC 9309)"
+                )
+            parser.parse(body.decode("utf-8", errors="replace").splitlines())
         return parser
 
     # --- requests -------------------------------------------------------------------------
@@ -216,7 +240,7 @@ class PoliteSession:
         """
         return self._fetch(url, max_bytes, in_scope, content_types=content_types)
 
-    def _fetch(self, url, max_bytes, in_scope, content_types=(), robots=True) -> Fetched:
+    def _fetch(self, url, max_bytes, in_scope, content_types=(), robots=True, cut=False) -> Fetched:
         visited = [url]
         for hop in range(self.max_redirects + 1):
             self._check(visited[-1], in_scope, robots, redirected=hop > 0)
@@ -232,10 +256,10 @@ class PoliteSession:
                 media_type = media_type.strip().lower()
                 charset = _charset(parameters)
                 wanted = not media_type or not content_types or media_type.startswith(content_types)
-                body = None
+                body, was_cut = None, False
                 if response.status_code == 200 and wanted:
-                    body = self._read_body(response, max_bytes, url)
-                return Fetched(current, response.status_code, media_type, charset, body)
+                    body, was_cut = self._read_body(response, max_bytes, url, cut)
+                return Fetched(current, response.status_code, media_type, charset, body, was_cut)
         raise Skipped(url, f"too many redirects (> {self.max_redirects})")
 
     def _check(self, url: str, in_scope, robots: bool, redirected: bool) -> None:
@@ -276,8 +300,14 @@ class PoliteSession:
         finally:
             self._last_request[site] = time.monotonic()
 
-    def _read_body(self, response: requests.Response, max_bytes: int, url: str) -> bytes:
-        """The decoded body, read a chunk at a time, within ``max_bytes`` and the deadline."""
+    def _read_body(
+        self, response: requests.Response, max_bytes: int, url: str, cut: bool = False
+    ) -> tuple[bytes, bool]:
+        """The decoded body, read a chunk at a time within the deadline, and whether it was cut.
+
+        A body longer than ``max_bytes`` is ``Skipped``, or with ``cut`` its first ``max_bytes``
+        are returned and the rest is never read.
+        """
         deadline = time.monotonic() - response.elapsed.total_seconds() + self.deadline_s
         chunks, size = [], 0
         try:
@@ -285,6 +315,8 @@ class PoliteSession:
             # checked however slowly the server sends.
             while chunk := response.raw.read1(_CHUNK_BYTES, decode_content=True):
                 size += len(chunk)
+                if size > max_bytes and cut:
+                    return b"".join([*chunks, chunk])[:max_bytes], True
                 if size > max_bytes:
                     raise Skipped(url, f"too large (> {_size(max_bytes)})")
                 if time.monotonic() > deadline:
@@ -297,7 +329,7 @@ class PoliteSession:
             raise Skipped(url, "too slow (read timed out)") from error
         except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as error:
             raise Skipped(url, "truncated (connection closed early)") from error
-        return b"".join(chunks)
+        return b"".join(chunks), False
 
     def close(self) -> None:
         """Close the underlying connections."""

@@ -33,6 +33,7 @@ from bokeh.models import (
     DataTable,
     HoverTool,
     HTMLTemplateFormatter,
+    Legend,
     NumberFormatter,
     TableColumn,
     TapTool,
@@ -158,6 +159,9 @@ def atlas_plot(source: ColumnDataSource, near_duplicates: pd.DataFrame, top_n: i
     )
     plot.axis.visible = False
     plot.grid.visible = False
+    # Below the map, not on it: a legend inside would cover the flakes in its corner (t-SNE
+    # fills the whole square), and under it they could not be hovered or clicked.
+    plot.add_layout(Legend(orientation="horizontal"), "below")
     n_flakes = len(source.data["file"])
     as_thumbnails = n_flakes <= atlas.MAX_THUMBNAILS
     side = atlas.thumbnail_side(n_flakes)
@@ -225,8 +229,6 @@ def atlas_plot(source: ColumnDataSource, near_duplicates: pd.DataFrame, top_n: i
         ),
         TapTool(renderers=[flakes]),
     )
-    plot.legend.location = "top_left"
-    plot.legend.background_fill_alpha = 0.7
     return plot
 
 

@@ -51,7 +51,8 @@ PAGE_SUFFIXES = (".html", ".htm", ".shtml", ".xhtml", ".php", ".asp", ".aspx", "
 PAGE_TYPES = ("text/html", "application/xhtml+xml")
 
 #: Columns of the report that ``download_images`` returns: one row per image URL, skipped
-#: page (``kind == "page"``) or malformed link (``kind == "link"``).
+#: page (``kind == "page"``) or malformed link (``kind == "link"``), and one per note of the
+#: session (``kind == "robots.txt"``, ``status == "note"``: read only in part).
 REPORT_COLUMNS = [
     "kind",
     "url",
@@ -640,8 +641,8 @@ def download_images(
     pixels), ``over max_images (N)``. ``max_images`` caps the images kept (saved plus already
     on disk); None keeps all. Files are the original bytes, written atomically; ``manifest.csv``
     is merged with the one already there and rewritten as each file arrives, so an interrupted
-    run keeps it. ``skipped`` rows (``GalleryPages.skipped``: pages and malformed links) head
-    the report.
+    run keeps it. The session's notes (a robots.txt read only in part, status ``note``), then
+    the ``skipped`` rows (``GalleryPages.skipped``: pages and malformed links) head the report.
 
     Raises ``NoImagesFoundError`` (with ``.report``) when no link gave a usable image.
     """
@@ -662,7 +663,11 @@ def download_images(
             rows.append(row)
     finally:
         folder.write()
-    report = pd.DataFrame(rows, columns=REPORT_COLUMNS).fillna({"reason": "", "file": ""})
+    notes = [
+        {"kind": "robots.txt", "url": url, "page": "", "status": "note", "reason": note}
+        for url, note in session.notes.items()
+    ]
+    report = pd.DataFrame(notes + rows, columns=REPORT_COLUMNS).fillna({"reason": "", "file": ""})
     if not report["status"].isin(["saved", "already on disk", "duplicate"]).any():
         raise NoImagesFoundError(
             f"None of the {len(links)} image link(s) gave a usable image; by reason: "
@@ -705,9 +710,9 @@ def _reason_counts(report: pd.DataFrame) -> str:
 
 
 def summarise_report(report: pd.DataFrame) -> pd.DataFrame:
-    """A small table for the notebook: images found, saved, already on disk, duplicates, and
-    skips by reason (skipped pages and malformed links listed separately). Columns ``outcome``
-    and ``count``."""
+    """A small table for the notebook: images found, saved, already on disk, duplicates, skips
+    by reason (skipped pages and malformed links listed separately) and each note in full
+    (``note: robots.txt larger than ...``). Columns ``outcome`` and ``count``."""
     images = report[report["kind"] == "image"]
     rows = [("image links found", len(images))]
     for status in ("saved", "already on disk", "duplicate"):
@@ -717,4 +722,6 @@ def summarise_report(report: pd.DataFrame) -> pd.DataFrame:
         skipped = part[part["status"] == "skipped"]
         for reason, count in skipped["reason"].map(_reason_kind).value_counts().items():
             rows.append((f"{prefix}: {reason}", int(count)))
+    for note in report[report["status"] == "note"].itertuples():
+        rows.append((f"note: {note.kind} {note.reason}", 1))
     return pd.DataFrame(rows, columns=["outcome", "count"])
