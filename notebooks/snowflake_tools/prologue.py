@@ -1,8 +1,9 @@
-"""The opening steps notebooks 02 and 03 share: folders, the cut VGG16, the readable flakes.
+"""The steps notebooks 02 and 03 share: folders, the weights, the cut VGG16, the ranking.
 
-Both notebooks start the same way: they find their folders, load VGG16 cut at a layer (with
-the demo fallback), extract features and make sure at least two images could be read. Each
-step lives here once, so the two notebooks cannot drift apart.
+Both notebooks start the same way: they find their folders, choose the weights (with the demo
+fallback), load VGG16 cut at a layer, extract features, make sure at least two images could be
+read and rank the flakes (:func:`rank_flakes`, which the precision check runs again in
+float32). Each step lives here once, so the two notebooks cannot drift apart.
 """
 
 from __future__ import annotations
