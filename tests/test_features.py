@@ -110,14 +110,11 @@ def test_corrupt_cache_entry_is_recomputed(extractor, flakes, tmp_path):
 @pytest.fixture
 def offline(monkeypatch):
     """Make the ImageNet download fail the way it does without internet."""
-    real = features.vgg16.VGG16
 
-    def vgg16_without_internet(*args, weights=None, **kwargs):
-        if weights == "imagenet":
-            raise ConnectionError("URL fetch failure: no route to host")
-        return real(*args, weights=weights, **kwargs)
+    def download_without_internet(*args, **kwargs):
+        raise ConnectionError("URL fetch failure: no route to host")
 
-    monkeypatch.setattr(features.vgg16, "VGG16", vgg16_without_internet)
+    monkeypatch.setattr(features.keras.utils, "get_file", download_without_internet)
 
 
 def test_auto_falls_back_to_random_weights_with_a_banner(offline, capsys):

@@ -1,6 +1,7 @@
 """Uniqueness at scale: a FAISS index chosen by size, and an exact top-N that is certified.
 
-Notebook 04, steps 4 and 5, explain the ideas; this module runs them for any number of rows.
+Notebook 04 explains the ideas, the index in step 5 and the certificate in step 6; this module
+runs them for any number of rows.
 
 An approximate index (IVF, HNSW) may miss a flake's true nearest neighbour, but whatever it
 returns is a real other flake, so its distance can only be *larger* than the exact one: an
@@ -15,6 +16,7 @@ import dataclasses
 import io
 import math
 import time
+from typing import NamedTuple
 
 import faiss
 import numpy as np
@@ -250,24 +252,16 @@ def certify_top(
     nearest, scores = nearest.copy(), np.asarray(scores, dtype=np.float64).copy()
     exact_index = BruteForce(vectors)
     exact = np.zeros(n, dtype=bool)
-    k_checked = min(n, start_k or max(100, 2 * top_n))
-    rounds = 0
-    while True:
-        rounds += 1
-        # Largest approximate scores first; NaN (no neighbour at all) sorts last.
-        order = np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")
-        candidates = order[:k_checked]
-        todo = candidates[~exact[candidates]]
+
+    def rescore(rows: np.ndarray) -> None:
+        """Make the scores of ``rows`` exact, in place; rows already exact are skipped."""
+        todo = rows[~exact[rows]]
         nearest[todo], scores[todo] = knn_scores(exact_index, vectors, todo, k_neighbours)
         exact[todo] = True
-        bound = -np.inf if k_checked >= n else float(np.nan_to_num(scores[order[k_checked]]))
-        # The bound is the largest score outside the candidates: all of them are after position
-        # K in the approximate order, and the order's scores there are still approximate.
-        candidate_scores = np.sort(np.nan_to_num(scores[candidates], nan=-np.inf))[::-1]
-        top_n_exact = float(candidate_scores[top_n - 1])
-        if k_checked >= n or bound * (1 + FLOAT_SLACK) < top_n_exact:
-            break
-        k_checked = min(n, 2 * k_checked)
+
+    k_checked, rounds, bound, top_n_exact = double_until_certified(
+        scores, rescore, top_n, start_k or max(100, 2 * top_n)
+    )
     if k_neighbours == 1:  # a mutual pair's one distance, computed twice, may differ by a bit
         scores = search.share_mutual_distances(nearest, scores)
     return Certified(
@@ -281,6 +275,27 @@ def certify_top(
         top_n_exact=top_n_exact,
         seconds=time.perf_counter() - started,
     )
+
+
+def double_until_certified(
+    scores: np.ndarray, rescore, top_n: int, k: int
+) -> tuple[int, int, float, float]:
+    """The certificate's loop (notebook 04, step 6): ``(K, rounds, bound, top_n_exact)``.
+
+    ``scores`` are approximate (never too small); ``rescore(rows)`` makes theirs exact, in place.
+    NaN (no neighbour at all) sorts last.
+    """
+    rounds = 0
+    while True:
+        rounds, k = rounds + 1, min(k, len(scores))
+        order = np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")  # largest first
+        rescore(order[:k])  # the K candidates, exactly
+        # Every row outside the K scores exactly at most its approximate score, at most this:
+        bound = -np.inf if k == len(scores) else float(np.nan_to_num(scores[order[k]]))
+        top_n_exact = float(np.sort(np.nan_to_num(scores[order[:k]], nan=-np.inf))[-top_n])
+        if k == len(scores) or bound * (1 + FLOAT_SLACK) < top_n_exact:
+            return k, rounds, bound, top_n_exact
+        k *= 2
 
 
 def recall_at_1(
@@ -419,3 +434,67 @@ def rank_at_scale(
         neighbours, settings, certified, len(distinct), index_seconds, search_seconds, nearest
     )
     return ranking, index, distinct
+
+
+class ScaleRun(NamedTuple):
+    """Notebook 04's features and ranking in one precision: what its later cells read.
+
+    A tuple, so ``precision, extraction, assembled, ... = run`` unpacks it. ``extraction``
+    and ``assembled`` are ``ray_extract``'s records; ``nearest`` is each distinct row's
+    approximate nearest other row, ``search_seconds`` the time to build the index and search.
+    """
+
+    precision: str
+    extraction: object
+    assembled: object
+    distinct: np.ndarray
+    settings: dict
+    nearest: np.ndarray
+    certified: Certified
+    search_seconds: float
+    ranking: pd.DataFrame
+
+
+def rank_with_ray(
+    paths: list,
+    image_dir,
+    results_dir,
+    model_settings: dict,
+    layer: str,
+    pooling_kind: str,
+    batch_size: int,
+    index_kind: str,
+    top_n: int,
+    k_neighbours: int,
+    precision: str,
+) -> ScaleRun:
+    """Notebook 04's steps 2 to 7 in one call, in ``precision``.
+
+    The extractor built from ``model_settings`` in that precision, the Ray extraction into
+    shards of its own (a re-run finds them there), then :func:`rank_at_scale`.
+    """
+    from snowflake_tools import features, ray_extract  # TensorFlow and Ray: only when asked
+
+    settings = {**model_settings, "precision": precision}
+    extractor = features.cut_at_layer(features.load_vgg16(**settings)[0], layer)
+    extractor_args = dict(
+        model_settings=settings,
+        layer=layer,
+        pooling_kind=pooling_kind,
+        expected_fingerprint=features.fingerprint(extractor),
+    )
+    shards = ray_extract.shard_folder(results_dir, extractor, settings["image_size"], pooling_kind)
+    extraction = ray_extract.extract_to_shards(paths, image_dir, shards, extractor_args, batch_size)
+    assembled = ray_extract.assemble(extraction.listing, shards)
+    at_scale, _, distinct = rank_at_scale(assembled.features, index_kind, top_n, k_neighbours)
+    return ScaleRun(
+        precision=features.precision_of(extractor),
+        extraction=extraction,
+        assembled=assembled,
+        distinct=distinct,
+        settings=at_scale.settings,
+        nearest=at_scale.approximate_nearest,
+        certified=at_scale.certified,
+        search_seconds=at_scale.index_seconds + at_scale.search_seconds,
+        ranking=search.rank_uniqueness(at_scale.neighbours, assembled.files),
+    )

@@ -7,6 +7,7 @@ without internet, bounded memory, progress, and a cache so that a re-run skips t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import math
@@ -25,6 +26,12 @@ from snowflake_tools import files, images, parameters
 
 #: Weights modes recorded in run.json and stamped on figures.
 IMAGENET, RANDOM = "imagenet", "random"
+#: Seed of the random weights (``WEIGHTS = None``, or "auto" offline).
+SEED = 0
+#: The ImageNet weights of VGG16 without its classifier, as ``keras.applications`` fetches them.
+IMAGENET_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+IMAGENET_URL = f"https://storage.googleapis.com/tensorflow/keras-applications/vgg16/{IMAGENET_FILE}"
+IMAGENET_MD5 = "6d6bbae143d832006294945121d1f1fc"
 
 #: Precisions of the network's arithmetic (PRECISION in the notebooks). Features always come
 #: out as float32 rows; bfloat16 keeps float32's range but only 8 bits of mantissa (about 3
@@ -50,62 +57,100 @@ _BANNER = """
 {line}"""
 
 
-def load_vgg16(weights: str | None, image_size: int = 224, seed: int = 0, precision: str = AUTO):
+def load_vgg16(weights: str | None, image_size: int = 224, seed: int = SEED, precision: str = AUTO):
     """VGG16 without its classifier, and the weights mode actually used.
+
+    :func:`resolve_weights` then :func:`build_vgg16`, the two calls notebook 02 makes in
+    step 2. Returns ``(model, mode)`` where mode is ``"imagenet"``, ``"random"`` or
+    ``"file:<name>"``.
+    """
+    weights, mode = resolve_weights(weights)
+    return build_vgg16(weights, image_size, precision, seed), mode
+
+
+def resolve_weights(weights: str | None) -> tuple[str | None, str]:
+    """The ``weights`` argument for ``keras.applications.VGG16``, and the weights mode to record.
 
     Args:
         weights: ``"imagenet"`` (downloaded once by Keras, about 58 MB, then cached in
             ``~/.keras/models``), a path to a Keras weights file (for machines without
             internet), ``None`` for random weights, or ``"auto"``: ImageNet when it can be had,
             random otherwise, with a loud banner.
-        image_size: side of the square input images, in pixels (32 or more).
-        seed: seed of the random weights, so that a random run is reproducible and its
-            feature cache stays valid. The same seed gives the same weights in either precision.
-        precision: the arithmetic of the network, one of :data:`PRECISIONS`; see
-            :func:`resolve_precision`. :func:`precision_of` tells which one the model got.
 
     Returns:
-        ``(model, mode)`` where mode is ``"imagenet"``, ``"random"`` or ``"file:<name>"``.
+        ``(argument, mode)``: ``("imagenet", "imagenet")``, ``(None, "random")`` or
+        ``(path, "file:<name>")``. An argument passed in again resolves to itself.
     """
-    if image_size < parameters.MIN_IMAGE_SIZE:
-        raise ValueError(
-            f"IMAGE_SIZE must be at least {parameters.MIN_IMAGE_SIZE} pixels for VGG16, "
-            f"got {image_size}."
-        )
-    policy = _KERAS_POLICY[resolve_precision(precision)]
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(policy)  # read by every layer as it is built
-    try:
-        return _build_vgg16(weights, (image_size, image_size, 3), seed)
-    finally:
-        keras.mixed_precision.set_global_policy(previous)  # later models are not affected
-
-
-def _build_vgg16(weights: str | None, shape: tuple[int, int, int], seed: int):
-    """:func:`load_vgg16` under whatever Keras dtype policy is in force."""
     if weights is None:
-        keras.utils.set_random_seed(seed)
-        return vgg16.VGG16(weights=None, include_top=False, input_shape=shape), RANDOM
-    if weights in ("imagenet", "auto"):
+        return None, RANDOM
+    if weights in (IMAGENET, "auto"):
         try:
-            return vgg16.VGG16(weights="imagenet", include_top=False, input_shape=shape), IMAGENET
+            _fetch_imagenet_weights()
+            return IMAGENET, IMAGENET
         except Exception as error:  # no internet, a proxy, a broken download...
-            if weights == "imagenet":
+            if weights == IMAGENET:
                 raise RuntimeError(
                     "Could not load the ImageNet weights for VGG16 "
                     f"({type(error).__name__}: {error}). Without internet, set WEIGHTS to the "
                     'path of a weights file, or to "auto" or None for random weights.'
                 ) from error
             print(_BANNER.format(line="!" * 78, reason=f"{type(error).__name__}: {error}"))
-            return _build_vgg16(None, shape, seed)
+            return None, RANDOM
     path = Path(weights).expanduser()
     if not path.is_file():
         raise FileNotFoundError(
             f'WEIGHTS = {weights!r} is not a file. Use "imagenet", "auto", None, or the path '
-            "of vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5."
+            f"of {IMAGENET_FILE}."
         )
-    model = vgg16.VGG16(weights=str(path), include_top=False, input_shape=shape)
-    return model, f"file:{path.name}"
+    return str(path), f"file:{path.name}"
+
+
+def _fetch_imagenet_weights() -> str:
+    """Download the file ``VGG16(weights="imagenet", include_top=False)`` loads, once.
+
+    Keras keeps it in ``~/.keras/models``, where ``VGG16`` finds it (same name, same hash).
+    """
+    return keras.utils.get_file(
+        IMAGENET_FILE, IMAGENET_URL, cache_subdir="models", file_hash=IMAGENET_MD5
+    )
+
+
+def build_vgg16(
+    weights: str | None, image_size: int, precision: str = AUTO, seed: int = SEED
+) -> keras.Model:
+    """VGG16 without its classifier, computing in ``precision`` (notebook 02, step 2).
+
+    ``weights`` is what :func:`resolve_weights` returned. Random weights are drawn from
+    ``seed``: the same weights every run, in either precision, so cached features stay valid.
+    """
+    if image_size < parameters.MIN_IMAGE_SIZE:
+        raise ValueError(
+            f"IMAGE_SIZE must be at least {parameters.MIN_IMAGE_SIZE} pixels for VGG16, "
+            f"got {image_size}."
+        )
+    if weights is None:
+        keras.utils.set_random_seed(seed)
+    with precision_policy(precision):
+        return keras.applications.VGG16(
+            include_top=False, weights=weights, input_shape=(image_size, image_size, 3)
+        )
+
+
+@contextlib.contextmanager
+def precision_policy(precision: str):
+    """Layers built inside this block compute in ``precision`` (:func:`resolve_precision`).
+
+    The Keras mixed-precision policy is read by every layer as it is built; ``mixed_bfloat16``
+    keeps the weights in float32 and computes in bfloat16. The previous policy comes back
+    afterwards, so later models are not affected.
+    """
+    policy = _KERAS_POLICY[resolve_precision(precision)]
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def resolve_precision(precision: str) -> str:
@@ -156,10 +201,13 @@ def precision_of(model: keras.Model) -> str:
 
 
 def cut_at_layer(model: keras.Model, layer: str) -> keras.Model:
-    """A model with the same input as ``model`` whose output is the layer named ``layer``.
+    """``model`` from its input up to the layer named ``layer`` (notebook 02, step 2)."""
+    check_layer(model, layer)
+    return keras.Model(model.input, model.get_layer(layer).output, name=f"{model.name}_{layer}")
 
-    An unknown name raises ValueError listing the layers there are, convolutional ones first.
-    """
+
+def check_layer(model: keras.Model, layer: str) -> None:
+    """ValueError, listing the layers there are (convolutional first), if ``layer`` is not one."""
     names = [item.name for item in model.layers]
     if layer not in names:
         convolutional = [name for name in names if "conv" in name]
@@ -168,7 +216,6 @@ def cut_at_layer(model: keras.Model, layer: str) -> keras.Model:
             f"{model.name} has no layer {layer!r}. Convolutional layers: "
             f"{', '.join(convolutional)}. Others: {', '.join(others)}."
         )
-    return keras.Model(model.input, model.get_layer(layer).output, name=f"{model.name}_{layer}")
 
 
 def fingerprint(model: keras.Model) -> str:

@@ -10,6 +10,11 @@ float32 when ``PRECISION = "auto"`` chose bfloat16.
 
 from __future__ import annotations
 
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Generic, Protocol, TypeVar
+
 import numpy as np
 import pandas as pd
 
@@ -93,3 +98,53 @@ def float32_needed(precision: str, used: str, calls: pd.DataFrame) -> bool:
         return False
     print(f"{len(calls)} close call(s) for bfloat16: computing the ranking again in float32.")
     return True
+
+
+class _Run(Protocol):
+    """A notebook's run: features in one precision and the ranking they give."""
+
+    ranking: pd.DataFrame
+
+    @property
+    def precision(self) -> str: ...
+
+
+Run = TypeVar("Run", bound=_Run)
+
+
+@dataclasses.dataclass
+class Settled(Generic[Run]):
+    """What :func:`settle_precision` returns: the run whose ranking stands.
+
+    Attributes:
+        run: the run passed in, or the float32 one made instead; ``run.precision`` is its
+            precision and ``run.ranking`` the ranking in effect.
+        close_calls: :func:`close_calls` of the first run's ranking.
+        seconds: time spent on the float32 run (0 when the first ranking stood).
+    """
+
+    run: Run
+    close_calls: pd.DataFrame
+    seconds: float
+
+
+def settle_precision(
+    asked: str,
+    run: Run,
+    run_in: Callable[[str], Run],
+    top_n: int,
+    near_duplicate_ratio: float | None = None,
+    margin: float = BFLOAT16_MARGIN,
+) -> Settled[Run]:
+    """The ranking to trust: ``run``'s, or float32's when bfloat16 left close calls.
+
+    Notebooks 02, 03 and 04 end their ranking step with this one call. When ``run`` computed
+    in bfloat16, ``PRECISION`` ``asked`` for "auto" and its ranking has :func:`close_calls`,
+    ``run_in("float32")`` does the notebook's steps again in float32 and that run stands;
+    otherwise ``run`` stands (see :func:`float32_needed`, which prints one line saying which).
+    """
+    calls = close_calls(run.ranking, top_n, near_duplicate_ratio, margin)
+    if not float32_needed(asked, run.precision, calls):
+        return Settled(run, calls, 0.0)
+    started = time.perf_counter()
+    return Settled(run_in(features.FLOAT32), calls, time.perf_counter() - started)

@@ -1,18 +1,22 @@
-"""The opening steps notebooks 02 and 03 share: folders, the cut VGG16, the readable flakes.
+"""The steps notebooks 02 and 03 share: folders, the weights, the cut VGG16, the ranking.
 
-Both notebooks start the same way: they find their folders, load VGG16 cut at a layer (with
-the demo fallback), extract features and make sure at least two images could be read. Each
-step lives here once, so the two notebooks cannot drift apart.
+Both notebooks start the same way: they find their folders, choose the weights (with the demo
+fallback), load VGG16 cut at a layer, extract features, make sure at least two images could be
+read and rank the flakes (:func:`rank_flakes`, which the precision check runs again in
+float32). Each step lives here once, so the two notebooks cannot drift apart.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import keras
+import pandas as pd
 
-from snowflake_tools import features, runinfo
+from snowflake_tools import features, runinfo, search
 
 #: Where the feature cache goes, inside the results folder, when no cache folder is given.
 CACHE_SUBFOLDER = "feature_cache"
@@ -33,6 +37,25 @@ def prepare_folders(
     return Path(image_dir), results, cache
 
 
+def choose_weights(
+    weights: str | None, image_dir: str | os.PathLike
+) -> tuple[str | None, str, str]:
+    """``(argument, weights_mode, demo)`` for ``WEIGHTS``, and one line saying what they are.
+
+    ``argument`` is what ``keras.applications.VGG16`` takes (see
+    :func:`features.resolve_weights`: ``"auto"`` becomes ``"imagenet"`` when the download works,
+    else None, random); ``weights_mode`` goes into run.json; ``demo`` says why the run is a demo
+    ("" when it is not), for stamping figures.
+    """
+    argument, weights_mode = features.resolve_weights(weights)
+    demo = runinfo.demo_reason(weights_mode, image_dir)
+    print(
+        f"weights: {weights_mode}"
+        + (f"; DEMO run ({demo}): figures are stamped DEMO." if demo else "")
+    )
+    return argument, weights_mode, demo
+
+
 def load_extractor(
     weights: str | None,
     image_size: int,
@@ -40,21 +63,15 @@ def load_extractor(
     image_dir: str | os.PathLike,
     precision: str = features.AUTO,
 ) -> tuple[keras.Model, str, str]:
-    """VGG16 cut at ``layer``: ``(extractor, weights_mode, demo)``, and one line saying so.
+    """VGG16 cut at ``layer``: ``(extractor, weights_mode, demo)``, built as in notebook 02, step 2.
 
-    ``weights_mode`` is what :func:`features.load_vgg16` used; ``demo`` says why the run is a
-    demo ("" when it is not), for stamping figures. ``precision`` is the network's arithmetic
-    (:data:`features.PRECISIONS`); :func:`features.precision_of` tells which one it got.
+    ``precision`` is the network's arithmetic (:data:`features.PRECISIONS`);
+    :func:`features.precision_of` tells which one it got.
     """
-    base, weights_mode = features.load_vgg16(weights, image_size, precision=precision)
-    extractor = features.cut_at_layer(base, layer)
-    demo = runinfo.demo_reason(weights_mode, image_dir)
-    print(
-        f"weights: {weights_mode}; precision: {features.precision_of(extractor)}; "
-        f"{layer} output shape: {extractor.output.shape}"
-    )
-    if demo:
-        print(f"DEMO run ({demo}): figures are stamped DEMO.")
+    argument, weights_mode, demo = choose_weights(weights, image_dir)
+    extractor = features.cut_at_layer(features.build_vgg16(argument, image_size, precision), layer)
+    precision = features.precision_of(extractor)
+    print(f"precision: {precision}; {layer} output shape: {extractor.output.shape}")
     return extractor, weights_mode, demo
 
 
@@ -71,3 +88,44 @@ def readable_flakes(extraction: features.Extraction, image_dir: str | os.PathLik
             "again, or add images."
         )
     return names
+
+
+class Ranked(NamedTuple):
+    """Features of every readable flake and the ranking they give (notebooks 02 and 03).
+
+    A tuple, so ``extractor, extraction, flake_files, ranking = ranked`` unpacks it.
+    """
+
+    extractor: keras.Model
+    extraction: features.Extraction
+    flake_files: list[str]
+    ranking: pd.DataFrame
+
+    @property
+    def precision(self) -> str:
+        """The precision the features were computed in."""
+        return features.precision_of(self.extractor)
+
+
+def rank_flakes(
+    weights: str | None,
+    image_size: int,
+    layer: str,
+    paths: Sequence[str | os.PathLike],
+    batch_size: int,
+    cache_dir: str | os.PathLike,
+    image_dir: str | os.PathLike,
+    precision: str = features.AUTO,
+) -> Ranked:
+    """Notebook 02's steps 2 to 6 in one call: VGG16 cut at ``layer``, features, ranking.
+
+    The same functions the notebook's cells call, in ``precision``; the features come from
+    the cache where they are there.
+    """
+    extractor, _, _ = load_extractor(weights, image_size, layer, image_dir, precision)
+    extraction = features.extract_features(extractor, paths, batch_size, cache_dir)
+    flake_files = readable_flakes(extraction, image_dir)
+    neighbours = search.nearest_distinct_neighbours(extraction.features)
+    return Ranked(
+        extractor, extraction, flake_files, search.rank_uniqueness(neighbours, flake_files)
+    )

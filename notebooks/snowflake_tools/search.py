@@ -327,11 +327,20 @@ def rank_uniqueness(neighbours: pd.DataFrame, files: list[str]) -> pd.DataFrame:
             "duplicates": neighbours["duplicates"].to_numpy(dtype=np.int64),
         }
     )
-    table = table.sort_values(
+    return rank_by_distance(table)
+
+
+def rank_by_distance(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` sorted by ``distance``, largest first, with a ``rank`` column 1, 2, 3 ...
+
+    Equal distances go by file name, so the ranking never depends on the order of the files;
+    a flake without a distinct neighbour (NaN) comes last. Notebook 02, step 6, shows this.
+    """
+    ranked = table.sort_values(
         ["distance", "file"], ascending=[False, True], na_position="last", kind="stable"
     ).reset_index(drop=True)
-    table.insert(0, "rank", np.arange(1, len(table) + 1))
-    return table
+    ranked.insert(0, "rank", np.arange(1, len(ranked) + 1))
+    return ranked
 
 
 def find_near_duplicates(
