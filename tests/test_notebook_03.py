@@ -17,6 +17,7 @@ pytestmark = pytest.mark.slow
 
 NOTEBOOK = "03_how_robust_is_uniqueness.ipynb"
 N_FLAKES = 8  # readable images in the folder, an exact duplicate pair among them
+N_SAMPLE = 5  # flakes whose variants are measured
 
 DESIGN, GAP, POOLED = "flat L2 (design)", "GAP cosine", "rotation-pooled"
 
@@ -33,7 +34,7 @@ def make_folder(folder, make_image):
 
 @pytest.fixture
 def run(run_notebook, tmp_path):
-    """Run notebook 03 on ``image_dir`` with random weights, 32-pixel images, few copies."""
+    """Run notebook 03 on ``image_dir`` with random weights, 32-pixel images, few variants."""
 
     def run_on(image_dir, **parameters):
         results = tmp_path / "results"
@@ -49,6 +50,7 @@ def run(run_notebook, tmp_path):
             K_NEIGHBOURS=2,
             TOP_N=3,
             POSE_DRAWS=3,
+            SAMPLE_SIZE=N_SAMPLE,
         )
         run_notebook(NOTEBOOK, **(settings | parameters))
         return results
@@ -64,17 +66,23 @@ def test_measures_robustness_and_writes_every_table_and_figure(run, tmp_path, ma
     results = run(image_dir, CLOSE_CALL_MARGIN=1e9)
 
     summary = pd.read_csv(results / "self_retrieval.csv")
-    assert list(summary.columns) == ["method", "copy", "recall_at_1", "median_rank", "copies"]
+    assert list(summary.columns) == [
+        "method",
+        "variant",
+        "recall_at_1",
+        "median_rank",
+        "n_variants",
+    ]
     assert list(dict.fromkeys(summary["method"])) == [DESIGN, GAP, POOLED]
-    assert list(dict.fromkeys(summary["copy"])) == [
-        "rotated 90°", "mirrored", "JPEG q=75", "all copies",
+    assert list(dict.fromkeys(summary["variant"])) == [
+        "rotated 90°", "mirrored", "JPEG q=75", "all variants",
     ]  # fmt: skip
     assert summary["recall_at_1"].between(0, 1).all() and (summary["median_rank"] >= 1).all()
-    by_copy = summary.set_index(["method", "copy"])
-    assert by_copy.loc[(DESIGN, "rotated 90°"), "copies"] == N_FLAKES
-    assert by_copy.loc[(DESIGN, "all copies"), "copies"] == 3 * N_FLAKES
-    # Pooling over quarter turns makes a quarter-turned copy's features its original's.
-    assert by_copy.loc[(POOLED, "rotated 90°"), "recall_at_1"] == 1.0
+    by_variant = summary.set_index(["method", "variant"])
+    assert by_variant.loc[(DESIGN, "rotated 90°"), "n_variants"] == N_SAMPLE
+    assert by_variant.loc[(DESIGN, "all variants"), "n_variants"] == 3 * N_SAMPLE
+    # Pooling over quarter turns makes a quarter-turned variant's features its original's.
+    assert by_variant.loc[(POOLED, "rotated 90°"), "recall_at_1"] == 1.0
 
     rankings = pd.read_csv(results / "rankings.csv", keep_default_na=False)
     assert len(rankings) == 3 * 2 * N_FLAKES
@@ -95,15 +103,18 @@ def test_measures_robustness_and_writes_every_table_and_figure(run, tmp_path, ma
     assert len(stability) == 6
     assert stability[["top_n_kept", "winner_kept"]].stack().between(0, 1).all()
 
-    for figure in ("copies.png", "self_retrieval.png", "most_unique_robust.png"):
+    for figure in ("variants.png", "self_retrieval.png", "most_unique_robust.png"):
         assert Image.open(results / figure).size[0] > 300
-    assert len(list((results / "copies").glob("*.png"))) == 4  # the original and 3 copies
+    assert len(list((results / "variants").glob("*.png"))) == 4  # the original and 3 variants
 
     record = json.loads((results / "run.json").read_text())
     assert record["weights_mode"] == features.RANDOM and record["demo"]
     assert record["precision"] == precision_used(record) == features.FLOAT32
     assert record["n_images"] == N_FLAKES and record["n_skipped"] == 1
-    assert record["forward_passes"] == N_FLAKES * 4 * 4  # flakes x versions x pooling turns
+    # Every original at the 3 other pooling turns (the unturned maps come from the cache),
+    # and the sampled flakes' 3 variants at all 4 turns
+    assert record["sampled_flakes"] == N_SAMPLE
+    assert record["forward_passes"] == N_FLAKES * 3 + N_SAMPLE * 3 * 4
     assert set(record["recall_at_1"]) == {DESIGN, GAP, POOLED}
     assert record["most_robust_method"] in record["recall_at_1"]
     assert record["best_winner"] in set(rankings["file"])

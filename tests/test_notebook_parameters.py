@@ -78,6 +78,7 @@ BAD_VALUES = [
     (NB03, "K_NEIGHBOURS", 0),
     (NB03, "TOP_N", 0),
     (NB03, "POSE_DRAWS", 0),
+    (NB03, "SAMPLE_SIZE", 0),
     (NB03, "SEED", -1),
     (NB04, "IMAGE_DIR", "<missing>"),
     (NB04, "RESULTS_DIR", "<a file>"),
@@ -210,7 +211,7 @@ def test_the_check_cell_passes_the_defaults(notebook, flakes, tmp_path, capsys):
 
 def test_notebook_03_refuses_a_run_without_copies(flakes, tmp_path):
     parameters = good_parameters(NB03, flakes, tmp_path)
-    with pytest.raises(ParameterError, match="make no copies to test"):
+    with pytest.raises(ParameterError, match="make no variants to test"):
         run_check_cell(NB03, **parameters, ANGLES=(), MIRROR=False, JPEG_QUALITY=None)
 
 

@@ -136,18 +136,18 @@ def test_retrieval_bar_chart_labels_its_bars_and_says_demo():
     summary = pd.DataFrame(
         {
             "method": ["flat"] * 3 + ["pooled"] * 3,
-            "copy": ["a", "b", "all copies"] * 2,
+            "variant": ["a", "b", "all variants"] * 2,
             "recall_at_1": [2 / 3, 1 / 3, 0.5, 2 / 3, 1.0, 5 / 6],
             "median_rank": [1.0, 2.0, 1.5, 1.0, 1.0, 1.0],
-            "copies": [3, 3, 6] * 2,
+            "n_variants": [3, 3, 6] * 2,
         }
     )
     figure = plots.plot_self_retrieval(summary, demo="why")
     words = texts(figure)
     assert "DEMO" in words and "DEMO: why" in words
-    assert words.count("0.67") == 2  # copy kind "a", both methods
+    assert words.count("0.67") == 2  # variant "a", both methods
     assert words.count("0.83") == 1
-    assert len(figure.axes[0].patches) == 2 * 3  # two methods x (a, b, all copies)
+    assert len(figure.axes[0].patches) == 2 * 3  # two methods x (a, b, all variants)
 
 
 def test_without_any_distinct_neighbour_the_figures_say_so(ranking, tmp_path):

@@ -187,28 +187,28 @@ def plot_most_unique(
 
 def plot_self_retrieval(summary: pd.DataFrame, demo: bool | str = False) -> Figure:
     """Bar charts of ``robustness.summarise_retrieval``: recall@1 (left) and median rank (right),
-    one group of bars per kind of copy, one bar per method, each bar labelled with its value.
+    one group of bars per kind of variant, one bar per method, each bar labelled with its value.
     """
-    copies = list(dict.fromkeys(summary["copy"]))
+    variants = list(dict.fromkeys(summary["variant"]))
     methods = list(dict.fromkeys(summary["method"]))
-    table = summary.set_index(["method", "copy"])
+    table = summary.set_index(["method", "variant"])
     figure, (left, right) = plt.subplots(1, 2, figsize=(13, 4.2))
     width = 0.8 / len(methods)
-    positions = np.arange(len(copies))
+    positions = np.arange(len(variants))
     for m, method in enumerate(methods):
-        rows = table.loc[method].reindex(copies)
+        rows = table.loc[method].reindex(variants)
         for axis, column, fmt in ((left, "recall_at_1", "{:.2f}"), (right, "median_rank", "{:g}")):
             bars = axis.bar(positions + (m - (len(methods) - 1) / 2) * width, rows[column],
                             width, label=method, color=f"C{m}")  # fmt: skip
             axis.bar_label(bars, [fmt.format(value) for value in rows[column]], fontsize=7)
-    n_flakes = int(summary["copies"].iloc[0])
-    left.set_title(f"Recall@1: share of copies whose nearest neighbour is their original\n"
+    n_flakes = int(summary["n_variants"].iloc[0])  # one variant of each kind per flake
+    left.set_title(f"Recall@1: share of variants whose nearest neighbour is their original\n"
                    f"({n_flakes} flakes; 1 = always found)")  # fmt: skip
     left.set_ylim(0, 1.12)
-    right.set_title("Median rank of the original among a copy's neighbours\n(1 = best)")
+    right.set_title("Median rank of the original among a variant's neighbours\n(1 = best)")
     right.set_ylim(0, max(2.0, float(summary["median_rank"].max())) * 1.15)
     for axis in (left, right):
-        axis.set_xticks(positions, copies, rotation=15)
+        axis.set_xticks(positions, variants, rotation=15)
     right.legend(fontsize=8, loc="upper right")  # right: the tall bars are on the left
     figure.tight_layout()
     return stamp_demo(figure, demo)

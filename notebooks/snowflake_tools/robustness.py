@@ -1,11 +1,11 @@
 """How far the uniqueness ranking can be trusted, measured without labels (notebook 03).
 
-Notebook 03 turns, mirrors and re-encodes every photo, checks whether each copy still finds its
-own original (self-retrieval), compares ways of describing a flake and of scoring uniqueness,
-and measures how much the most unique flakes change. The notebook shows the methods and reads
-the results; this module holds the plumbing: making copies of pixels, running every copy through
-the network in batches, the batched retrieval test and the agreement tables. The k-NN score
-lives in ``search`` and the bar chart in ``plots``.
+Notebook 03 makes turned, mirrored and re-encoded variants of the photos, checks whether each
+variant still finds its own original (self-retrieval), compares ways of describing a flake and
+of scoring uniqueness, and measures how much the most unique flakes change. The notebook shows
+the methods and reads the results; this module holds the plumbing: making variants of pixels,
+running every version through the network in batches, the batched retrieval test and the
+agreement tables. The k-NN score lives in ``search`` and the bar chart in ``plots``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from snowflake_tools import features as feature_tools
 from snowflake_tools import images, search
 
-#: Name of the untouched image among the copies of a flake.
+#: Name of the untouched image among the versions of a flake (the original and its variants).
 ORIGINAL = "original"
 
 #: A method turns the feature maps of one batch, one ``(n, height, width, channels)`` array per
@@ -34,7 +34,7 @@ ORIGINAL = "original"
 Method = Callable[[list[np.ndarray]], np.ndarray]
 
 
-# --- Copies of a photo -------------------------------------------------------------------------
+# --- Variants of a photo -----------------------------------------------------------------------
 
 
 def _as_uint8(pixels: np.ndarray) -> np.ndarray:
@@ -85,15 +85,15 @@ def reencode_jpeg(pixels: np.ndarray, quality: int = 75) -> np.ndarray:
         return np.asarray(decoded.convert("RGB"))
 
 
-def copy_makers(
+def variant_makers(
     angles: Sequence[float] = (30, 90, 180),
     mirror: bool = True,
     jpeg_quality: int | None = 75,
 ) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
-    """The kinds of copy to make of every flake, by name: turned by each of ``angles``
-    (degrees), mirrored, and re-encoded as JPEG at ``jpeg_quality`` (None: no JPEG copy).
+    """The variants to make of a flake, by name: turned by each of ``angles`` (degrees),
+    mirrored, and re-encoded as JPEG at ``jpeg_quality`` (None: no JPEG variant).
 
-    Each maker takes the pixels of one image and returns the copy's pixels (uint8, same size).
+    Each maker takes the pixels of one image and returns the variant's pixels (uint8, same size).
     """
     makers: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
     for angle in angles:
@@ -101,7 +101,7 @@ def copy_makers(
             raise ValueError(f"ANGLES must be numbers of degrees, got {angle!r}.")
         if float(angle) % 360 == 0:
             raise ValueError(
-                f"ANGLES holds {angle}, a whole turn: that copy would equal its original and "
+                f"ANGLES holds {angle}, a whole turn: that variant would equal its original and "
                 "test nothing. Use angles such as 30, 90 or 180."
             )
         name = f"rotated {float(angle):g}°"
@@ -114,34 +114,35 @@ def copy_makers(
         reencode_jpeg(np.zeros((8, 8, 3), np.uint8), jpeg_quality)  # a bad quality fails now
         makers[f"JPEG q={jpeg_quality}"] = lambda pixels: reencode_jpeg(pixels, jpeg_quality)
     if not makers:
-        raise ValueError("No copies to make: give at least one angle, mirror or a JPEG quality.")
+        raise ValueError("No variants to make: give at least one angle, mirror or a JPEG quality.")
     return makers
 
 
-# --- Describing every copy with every method ---------------------------------------------------
+# --- Describing every version with every method ----------------------------------------------
 
 
 @dataclasses.dataclass
 class Described:
-    """What :func:`describe_copies` returns.
+    """What :func:`describe_variants` returns.
 
     Attributes:
-        variants: DataFrame with one row per described image and columns ``flake`` (row of
-            the original in ``pixels``) and ``copy`` (``"original"`` or the kind of copy).
-            Rows go copy kind by copy kind: row ``k * n_flakes + i`` is copy kind ``k`` of
-            flake ``i``, the originals first.
-        features: method name -> float32 array ``(n_rows, n_values)``, rows as in ``variants``.
-        forward_passes: images run through the network (copies times pooling angles).
+        versions: DataFrame with one row per described image and columns ``flake`` (row of
+            the original in ``pixels``) and ``version`` (``"original"`` or the variant's name).
+            The originals of every flake come first, in flake order; then each kind of
+            variant in turn, for the sampled flakes in sample order.
+        features: method name -> float32 array ``(n_rows, n_values)``, rows as in ``versions``.
+        forward_passes: images run through the network (versions times pooling angles, less
+            the originals' unturned maps taken from ``original_features``).
         seconds: wall time.
     """
 
-    variants: pd.DataFrame
+    versions: pd.DataFrame
     features: dict[str, np.ndarray]
     forward_passes: int
     seconds: float
 
 
-def describe_copies(
+def describe_variants(
     extractor: keras.Model,
     pixels: np.ndarray,
     makers: Mapping[str, Callable[[np.ndarray], np.ndarray]],
@@ -149,11 +150,14 @@ def describe_copies(
     pool_angles: Sequence[float] = (0,),
     batch_size: int = 16,
     progress: bool = True,
+    sample: Sequence[int] | None = None,
+    original_features: np.ndarray | None = None,
 ) -> Described:
-    """Features of every flake and every copy of it, under every method (notebook 03, step 4).
+    """Features of every flake and of the variants of the sampled flakes, under every method
+    (notebook 03, step 4).
 
-    Each image (original or copy) is also turned by each of ``pool_angles`` (the first must be
-    0, the image as it is) and run through ``extractor`` with ``features.run_model``; each
+    Each image (original or variant) is also turned by each of ``pool_angles`` (the first must
+    be 0, the image as it is) and run through ``extractor`` with ``features.run_model``; each
     method then gets the list of feature maps, one ``(n, height, width, channels)`` array per
     angle. Work goes one batch of flakes at a time, so memory holds the features plus one
     batch of feature maps.
@@ -161,9 +165,14 @@ def describe_copies(
     Args:
         extractor: a model cut at a convolutional layer (``features.cut_at_layer``).
         pixels: ``(n_flakes, size, size, 3)`` RGB values 0-255, one original per flake.
-        makers: copy kind -> function making that copy (``copy_makers``).
+        makers: variant name -> function making that variant (``variant_makers``).
         methods: method name -> function of the feature maps (see ``Method``).
         pool_angles: turns, in degrees, that every image is run at.
+        sample: rows of ``pixels`` whose variants are described; None: every flake. The
+            originals of every flake are described either way.
+        original_features: optional ``(n_flakes, n_values)`` flattened maps of the unturned
+            originals from this same ``extractor`` (``features.extract_features``, which may
+            read them from notebook 02's cache): used instead of running them again.
     """
     pool_angles = [float(angle) for angle in pool_angles]
     if not pool_angles or pool_angles[0] != 0:
@@ -176,40 +185,70 @@ def describe_copies(
     if batch_size < 1:
         raise ValueError(f"BATCH_SIZE must be 1 or more, got {batch_size}.")
     if ORIGINAL in makers:
-        raise ValueError(f"{ORIGINAL!r} names the untouched image; give the copy another name.")
+        raise ValueError(f"{ORIGINAL!r} names the untouched image; give the variant another name.")
     started = time.perf_counter()
-    kinds = {ORIGINAL: None, **makers}
     n_flakes = len(pixels)
-    n_rows = n_flakes * len(kinds)
+    sample = _checked_sample(sample, n_flakes)
     map_shape = tuple(int(size) for size in extractor.output.shape[1:])
+    if original_features is not None and np.shape(original_features) != (
+        n_flakes,
+        int(np.prod(map_shape)),
+    ):
+        raise ValueError(
+            f"original_features has shape {np.shape(original_features)}, expected "
+            f"({n_flakes}, {int(np.prod(map_shape))}): one row per flake from this extractor."
+        )
+    jobs = [(ORIGINAL, None, np.arange(n_flakes))]
+    jobs += [(name, make, sample) for name, make in makers.items()]
+    n_rows = sum(len(flakes) for _, _, flakes in jobs)
+    n_passes = n_rows * len(pool_angles) - (n_flakes if original_features is not None else 0)
     described: dict[str, np.ndarray] = {}
-    bar = tqdm(
-        total=n_rows * len(pool_angles), desc="Describing copies", unit="img", disable=not progress
-    )
-    for k, make in enumerate(kinds.values()):
-        for start in range(0, n_flakes, batch_size):
-            batch = pixels[start : start + batch_size]
+    bar = tqdm(total=n_passes, desc="Describing versions", unit="img", disable=not progress)
+    row = 0
+    for _, make, flakes in jobs:
+        for start in range(0, len(flakes), batch_size):
+            chosen = flakes[start : start + batch_size]
+            batch = pixels[chosen]
             if make is not None:
                 batch = np.stack([make(image) for image in batch])
             maps = []
             for angle in pool_angles:
-                turned = batch if angle == 0 else np.stack([rotate_pixels(p, angle) for p in batch])
-                maps.append(feature_tools.run_model(extractor, turned).reshape(-1, *map_shape))
-                bar.update(len(batch))
-            rows = slice(k * n_flakes + start, k * n_flakes + start + len(batch))
+                if make is None and angle == 0 and original_features is not None:
+                    values = np.asarray(original_features[chosen], dtype=np.float32)
+                else:
+                    turned = (
+                        batch if angle == 0 else np.stack([rotate_pixels(p, angle) for p in batch])
+                    )
+                    values = feature_tools.run_model(extractor, turned)
+                    bar.update(len(batch))
+                maps.append(values.reshape(-1, *map_shape))
+            rows = slice(row, row + len(chosen))
             for name, method in methods.items():
                 values = np.asarray(method(maps), dtype=np.float32)
                 if name not in described:
                     described[name] = np.empty((n_rows, values.shape[1]), dtype=np.float32)
                 described[name][rows] = values
+            row += len(chosen)
     bar.close()
-    variants = pd.DataFrame(
+    versions = pd.DataFrame(
         {
-            "flake": np.tile(np.arange(n_flakes), len(kinds)),
-            "copy": np.repeat(list(kinds), n_flakes),
+            "flake": np.concatenate([flakes for _, _, flakes in jobs]),
+            "version": np.repeat([name for name, _, _ in jobs], [len(f) for _, _, f in jobs]),
         }
     )
-    return Described(variants, described, n_rows * len(pool_angles), time.perf_counter() - started)
+    return Described(versions, described, n_passes, time.perf_counter() - started)
+
+
+def _checked_sample(sample: Sequence[int] | None, n_flakes: int) -> np.ndarray:
+    """``sample`` as an int64 array of distinct flake rows (every row when None)."""
+    if sample is None:
+        return np.arange(n_flakes)
+    chosen = np.asarray(sample, dtype=np.int64).reshape(-1)
+    if len(chosen) == 0 or len(np.unique(chosen)) != len(chosen):
+        raise ValueError(f"the sample must list distinct flakes, at least one; got {chosen[:10]}")
+    if chosen.min() < 0 or chosen.max() >= n_flakes:
+        raise ValueError(f"the sample names flakes outside 0..{n_flakes - 1}")
+    return chosen
 
 
 # --- Self-retrieval ----------------------------------------------------------------------------
@@ -217,39 +256,39 @@ def describe_copies(
 
 def self_retrieval(
     features: np.ndarray,
-    variants: pd.DataFrame,
+    versions: pd.DataFrame,
     flake_ids: Sequence[int] | None = None,
     chunk_rows: int = 1024,
 ) -> pd.DataFrame:
-    """Does each copy find its own original? One row per copy (notebook 03, step 5).
+    """Does each variant find its own original? One row per variant (notebook 03, step 5).
 
-    The database is every row of ``features``, originals and copies. A copy's search leaves
-    out itself and the other copies of its own flake, so its only competitors are the other
-    flakes, in any of their poses.
+    The database is every row of ``features``, originals and variants. A variant's search
+    leaves out itself and the other versions of its own flake, so its only competitors are
+    the other flakes, in every version there is of them.
 
     Args:
-        features: float array ``(n_rows, n_values)``, rows as in ``variants``.
-        variants: DataFrame with ``flake`` and ``copy`` columns (:class:`Described`).
+        features: float array ``(n_rows, n_values)``, rows as in ``versions``.
+        versions: DataFrame with ``flake`` and ``version`` columns (:class:`Described`).
         flake_ids: optional, one number per flake: flakes with the same number are the same
             photo (exact duplicates in the folder, e.g. from ``search.exact_duplicate_groups``
             of the pixels), and finding any of their originals counts as finding the original.
-        chunk_rows: copies searched per batched distance computation (bounds memory).
+        chunk_rows: variants searched per batched distance computation (bounds memory).
 
     Returns:
-        Columns ``flake, copy, rank, hit, nearest_flake, distance_to_original,
+        Columns ``flake, variant, rank, hit, nearest_flake, distance_to_original,
         nearest_other_distance``: ``rank`` is 1 plus the number of other flakes' images
-        strictly nearer to the copy than its original (1 = the original is the nearest
+        strictly nearer to the variant than its original (1 = the original is the nearest
         neighbour), ``hit`` is ``rank == 1`` (recall@1), distances are squared L2.
     """
     features = search.check_features(features)
-    if len(features) != len(variants):
-        raise ValueError(f"got {len(features)} feature rows for {len(variants)} variants")
-    flake = variants["flake"].to_numpy(dtype=np.int64)
-    is_original = variants["copy"].to_numpy() == ORIGINAL
+    if len(features) != len(versions):
+        raise ValueError(f"got {len(features)} feature rows for {len(versions)} versions")
+    flake = versions["flake"].to_numpy(dtype=np.int64)
+    is_original = versions["version"].to_numpy() == ORIGINAL
     ids = flake if flake_ids is None else np.asarray(flake_ids, dtype=np.int64)[flake]
     missing = np.setdiff1d(flake[~is_original], flake[is_original])
     if len(missing):
-        raise ValueError(f"copies of flakes {missing[:10].tolist()} have no original row")
+        raise ValueError(f"variants of flakes {missing[:10].tolist()} have no original row")
     queries = np.flatnonzero(~is_original)
     rank = np.empty(len(queries), dtype=np.int64)
     to_original = np.empty(len(queries), dtype=np.float64)
@@ -270,7 +309,7 @@ def self_retrieval(
     return pd.DataFrame(
         {
             "flake": flake[queries],
-            "copy": variants["copy"].to_numpy()[queries],
+            "variant": versions["version"].to_numpy()[queries],
             "rank": rank,
             "hit": hit,
             "nearest_flake": np.where(hit, flake[queries], flake[nearest_other]),
@@ -280,29 +319,35 @@ def self_retrieval(
     )
 
 
+#: The row of :func:`summarise_retrieval` that pools every kind of variant.
+ALL_VARIANTS = "all variants"
+
+
 def summarise_retrieval(results: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """Recall@1 and median rank of the original, per method and kind of copy.
+    """Recall@1 and median rank of the original, per method and kind of variant.
 
     Args:
         results: method name -> :func:`self_retrieval` output.
 
     Returns:
-        Columns ``method, copy, recall_at_1, median_rank, copies``, with an ``"all copies"``
-        row per method; methods keep their order, copies the order they were made in.
+        Columns ``method, variant, recall_at_1, median_rank, n_variants`` (``n_variants``: how
+        many variants the row measures), with an ``"all variants"`` row per method; methods
+        keep their order, variants the order they were made in.
     """
+    columns = ["method", "variant", "recall_at_1", "median_rank", "n_variants"]
     rows = []
     for method, table in results.items():
-        for copy, group in [*table.groupby("copy", sort=False), ("all copies", table)]:
+        for variant, group in [*table.groupby("variant", sort=False), (ALL_VARIANTS, table)]:
             rows.append(
                 {
                     "method": method,
-                    "copy": copy,
+                    "variant": variant,
                     "recall_at_1": float(group["hit"].mean()),
                     "median_rank": float(group["rank"].median()),
-                    "copies": len(group),
+                    "n_variants": len(group),
                 }
             )
-    return pd.DataFrame(rows, columns=["method", "copy", "recall_at_1", "median_rank", "copies"])
+    return pd.DataFrame(rows, columns=columns)
 
 
 # --- Agreement between rankings ---------------------------------------------------------------
@@ -331,21 +376,22 @@ def top_overlap(rankings: Mapping[str, pd.DataFrame], top_n: int) -> pd.DataFram
 
 def pose_stability(
     features: np.ndarray,
-    variants: pd.DataFrame,
+    versions: pd.DataFrame,
     files: Sequence[str],
     score: Callable[[np.ndarray], pd.DataFrame],
     top_n: int,
     draws: int = 20,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Would the top flakes stay on top if every photo had been taken in another pose?
+    """Would the top flakes stay on top if the photos had been taken in other poses?
 
-    Each draw gives every flake one of its images at random (the original or any copy),
-    ranks the flakes with ``score`` and compares the result with the ranking of the originals.
+    Each draw gives every flake that has variants one of its versions at random (the
+    original or any variant; a flake without variants keeps its original), ranks all the
+    flakes with ``score`` and compares the result with the ranking of the originals.
 
     Args:
-        features: ``(n_rows, n_values)``, rows as in ``variants`` (:class:`Described`), every
-            flake having every kind of copy.
+        features: ``(n_rows, n_values)``, rows as in ``versions`` (:class:`Described`): every
+            flake has its original, and either every kind of variant or none.
         files: file name of each flake, by flake number.
         score: features ``(n_flakes, n_values)`` -> neighbours DataFrame, e.g.
             ``search.nearest_distinct_neighbours`` or ``lambda f: search.knn_uniqueness(f, 3)``.
@@ -355,15 +401,19 @@ def pose_stability(
         One row per draw: ``overlap`` (how many of the ``top_n`` stay in the top ``top_n``)
         and ``same_winner`` (whether the most unique flake stays the most unique).
     """
-    kinds = list(dict.fromkeys(variants["copy"]))
+    kinds = list(dict.fromkeys(versions["version"]))
     n_flakes = len(files)
     row_of = np.full((len(kinds), n_flakes), -1, dtype=np.int64)
     kind_number = {kind: k for k, kind in enumerate(kinds)}
-    row_of[variants["copy"].map(kind_number).to_numpy(), variants["flake"].to_numpy()] = np.arange(
-        len(variants)
+    row_of[versions["version"].map(kind_number).to_numpy(), versions["flake"].to_numpy()] = (
+        np.arange(len(versions))
     )
-    if (row_of < 0).any() or ORIGINAL not in kind_number:
-        raise ValueError("every flake needs its original and every kind of copy")
+    if ORIGINAL not in kind_number or (row_of[kind_number[ORIGINAL]] < 0).any():
+        raise ValueError("every flake needs its original")
+    n_versions = (row_of >= 0).sum(axis=0)
+    if ((n_versions > 1) & (n_versions < len(kinds))).any():
+        raise ValueError("a flake has some kinds of variant but not every kind")
+    posed = np.flatnonzero(n_versions > 1)
 
     def top(rows: np.ndarray) -> list[str]:
         ranking = search.rank_uniqueness(score(features[rows]), list(files))
@@ -373,7 +423,9 @@ def pose_stability(
     rng = np.random.default_rng(seed)
     results = []
     for _ in range(draws):
-        drawn = top(row_of[rng.integers(0, len(kinds), n_flakes), np.arange(n_flakes)])
+        pick = np.full(n_flakes, kind_number[ORIGINAL])
+        pick[posed] = rng.integers(0, len(kinds), len(posed))
+        drawn = top(row_of[pick, np.arange(n_flakes)])
         results.append(
             {"overlap": len(set(drawn) & set(reference)), "same_winner": drawn[0] == reference[0]}
         )
