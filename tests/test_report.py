@@ -196,7 +196,7 @@ def test_the_facts_of_a_notebook_04_run_name_the_index_and_the_certificate():
                 "recall_sample": 1000,
                 "top_n": 10,
                 "certified": True,
-                "K": 200,
+                "certificate_candidates": 200,
                 "ray_address": "cluster",
                 "ray_nodes": 3,
             }

@@ -43,7 +43,7 @@ def test_both_nodes_extract(two_node_cluster, tmp_path):
     arguments = dict(
         model_settings={"weights": None, "image_size": SIZE},
         layer=LAYER,
-        pooling_kind="gap",
+        feature_vector="gap",
         expected_fingerprint=features.fingerprint(extractor),
     )
     paths = images.list_images(image_dir)

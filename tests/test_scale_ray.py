@@ -149,12 +149,12 @@ def extractor():
     return features.cut_at_layer(base, LAYER)
 
 
-def run_extraction(image_dir, results, extractor, pooling_kind):
-    folder = ray_extract.shard_folder(results, extractor, SIZE, pooling_kind)
+def run_extraction(image_dir, results, extractor, feature_vector):
+    folder = ray_extract.shard_folder(results, extractor, SIZE, feature_vector)
     arguments = dict(
         model_settings={"weights": None, "image_size": SIZE},
         layer=LAYER,
-        pooling_kind=pooling_kind,
+        feature_vector=feature_vector,
         expected_fingerprint=features.fingerprint(extractor),
     )
     paths = images.list_images(image_dir)
@@ -162,13 +162,13 @@ def run_extraction(image_dir, results, extractor, pooling_kind):
     return run, ray_extract.assemble(run.listing, folder)
 
 
-@pytest.mark.parametrize("pooling_kind", ["flatten", "gap"])
-def test_features_equal_extract_features(local_ray, extractor, tmp_path, pooling_kind):
+@pytest.mark.parametrize("feature_vector", ["flatten", "gap"])
+def test_features_equal_extract_features(local_ray, extractor, tmp_path, feature_vector):
     image_dir = make_flakes(tmp_path / "flakes")
-    run, assembled = run_extraction(image_dir, tmp_path / "results", extractor, pooling_kind)
+    run, assembled = run_extraction(image_dir, tmp_path / "results", extractor, feature_vector)
 
     reference = features.extract_features(extractor, images.list_images(image_dir), progress=False)
-    expected = pooling.pool(reference.features, 512, pooling_kind)
+    expected = pooling.pool(reference.features, 512, feature_vector)
     assert assembled.files == [path.name for path in reference.paths]
     np.testing.assert_allclose(assembled.features, expected, rtol=1e-5, atol=1e-5)
     assert assembled.skipped["file"].tolist() == ["broken.jpg"]
@@ -181,14 +181,14 @@ def test_features_equal_extract_features(local_ray, extractor, tmp_path, pooling
     # A re-run finds every content in the shards, a new image is the only work.
     Image.fromarray(np.zeros((30, 30, 3), np.uint8)).save(image_dir / "new.png")
     again, assembled_again = run_extraction(
-        image_dir, tmp_path / "results", extractor, pooling_kind
+        image_dir, tmp_path / "results", extractor, feature_vector
     )
     assert again.n_extracted == 1 and again.n_known == 9
-    nothing_new, _ = run_extraction(image_dir, tmp_path / "results", extractor, pooling_kind)
+    nothing_new, _ = run_extraction(image_dir, tmp_path / "results", extractor, feature_vector)
     assert nothing_new.n_extracted == 0 and nothing_new.batch_seconds == 0
     assert len(assembled_again.files) == 9
     shards = list(
-        ray_extract.shard_folder(tmp_path / "results", extractor, SIZE, pooling_kind).iterdir()
+        ray_extract.shard_folder(tmp_path / "results", extractor, SIZE, feature_vector).iterdir()
     )
     assert all(path.suffix == ".parquet" for path in shards)  # no leftover temporary folder
 

@@ -321,6 +321,8 @@ def run_facts(run: Mapping) -> list[tuple[str, str]]:
             words[0] += f" at {run['image_size']} × {run['image_size']} pixels"
         if "pooling" in run:
             words.append(f"pooled: {run['pooling']}")
+        if "feature_vector" in run:
+            words.append(f"feature vector: {run['feature_vector']}")
         if "feature_dim" in run:
             words.append(f"{run['feature_dim']:,} values per flake")
         facts.append(("features", ", ".join(words)))
@@ -342,7 +344,12 @@ def run_facts(run: Mapping) -> list[tuple[str, str]]:
     if "certified" in run:
         top = f"the top {run['top_n']}" if "top_n" in run else "the top"
         verdict = "certified exact" if run["certified"] else "NOT certified"
-        facts.append(("certificate", f"{top} {verdict}, {run.get('K', '?')} candidates re-scored"))
+        facts.append(
+            (
+                "certificate",
+                f"{top} {verdict}, {run.get('certificate_candidates', '?')} candidates re-scored",
+            )
+        )
     timings = [
         f"{_seconds(run[key])} {what}"
         for key, what in (
