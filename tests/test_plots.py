@@ -155,3 +155,9 @@ def test_without_any_distinct_neighbour_the_figures_say_so(ranking, tmp_path):
     for figure in (plots.plot_distances(copies), plots.plot_most_unique(copies, tmp_path)):
         assert any("No flake has a distinct neighbour" in text for text in texts(figure))
         plots.save_figure(figure, tmp_path / "figure.png")
+
+
+def test_unreadable_file_gives_a_grey_thumbnail(tmp_path):
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    image = plots.thumbnail(tmp_path / "bad.png", 32)
+    assert image.size == (32, 32)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from test_search import assert_mutual_pairs_tie, rows_with_mutual_pairs
 
-from snowflake_tools import ann, pooling, search
+from snowflake_tools import ann, plots, pooling, search
 
 
 def clustered_rows(n=3000, d=32, clusters=60, seed=0):
@@ -202,7 +202,7 @@ def test_a_top_n_beyond_the_rows_certifies_only_the_ranks_there_are():
     certified = ann.certify_top(distinct, nearest, scores, top_n=1000)
     assert certified.holds and certified.top_n == len(distinct)
     assert f"rank {len(distinct)} " in certified.summary() and "1000" not in certified.summary()
-    figure = ann.plot_certificate(scores, certified)
+    figure = plots.plot_certificate(scores, certified)
     labels = figure.axes[0].get_legend_handles_labels()[1]
     assert any(f"rank {len(distinct)} =" in label for label in labels)
     assert not any("1000" in label for label in labels)

@@ -13,8 +13,8 @@ Modules:
     search    -- nearest distinct neighbours and k-NN scores with FAISS (notebooks 02, 03)
     fidelity  -- the ranking in one call, and the close calls that decide whether bfloat16
                  features are precise enough (notebooks 02-04)
-    plots     -- montages and result figures
-    atlas     -- the t-SNE map of every flake as a thumbnail (notebook 02)
+    plots     -- every figure: montages, results, the atlas, the certificate, cell maps
+    atlas     -- the t-SNE layout of every flake for the atlas (notebook 02)
     report    -- the self-contained report.html (notebook 02) and why/report.html (nb 05)
     pooling   -- compact features: global average pooling or the flattened map (notebook 04)
     ray_extract -- extraction on Ray Data into Parquet shards, on a laptop or a cluster (nb 04)

@@ -343,44 +343,6 @@ def neighbours_table(
     )
 
 
-def plot_certificate(approximate: np.ndarray, certified: Certified, demo=False):
-    """The certificate as a picture: approximate scores, the ``K`` checked, the bound.
-
-    Grey: every row's approximate score, largest first. Blue: the exact scores of the ``K``
-    rows checked. Everything right of ``K`` lies below the dashed bound, and the bound lies
-    below the ``top_n``-th exact score (solid): nothing outside can enter the top. A
-    certificate that does not hold says so in the title.
-    """
-    top_n = certified.top_n
-    import matplotlib.pyplot as plt
-
-    from snowflake_tools import plots
-
-    order = np.argsort(-np.nan_to_num(approximate, nan=-np.inf), kind="stable")
-    shown = order[: min(len(order), 3 * certified.candidates_checked)]
-    figure, axis = plt.subplots(figsize=(9, 4))
-    axis.plot(np.arange(1, len(shown) + 1), approximate[shown], ".", color="0.6", ms=3,
-              label="approximate score (an over-estimate)")  # fmt: skip
-    checked = np.isin(shown, certified.exact_rows)
-    axis.plot(np.flatnonzero(checked) + 1, certified.scores[shown[checked]], ".", color="C0",
-              ms=4, label="exact score of the rows checked")  # fmt: skip
-    checked = certified.candidates_checked
-    axis.axvline(checked + 0.5, color="C1", lw=1, label=f"{checked} candidates checked")
-    if np.isfinite(certified.bound):
-        axis.axhline(certified.bound, color="C3", ls="--", lw=1,
-                     label=f"bound: largest score outside = {certified.bound:.4g}")  # fmt: skip
-    axis.axhline(certified.top_n_exact, color="C2", lw=1,
-                 label=f"exact score of rank {top_n} = {certified.top_n_exact:.4g}")  # fmt: skip
-    axis.set(xlabel="rows, by approximate score (largest first)", ylabel="uniqueness score")
-    if certified.holds:
-        axis.set_title(f"Certified: no flake outside the candidates can reach the top {top_n}")
-    else:
-        axis.set_title(f"NOT certified: the top {top_n} has no real scores")
-    axis.legend(fontsize=8)
-    figure.tight_layout()
-    return plots.stamp_demo(figure, demo)
-
-
 @dataclasses.dataclass
 class ScaleResult:
     """What :func:`rank_at_scale` returns.
