@@ -193,6 +193,22 @@ def test_group_copies_gives_groups_first_rows_and_each_distinct_vector_once():
     assert search.group_copies(no_copies).extra_rows.tolist() == []
 
 
+def test_distinct_rows_checks_groups_and_keeps_each_vector_once():
+    features, copies, rows = search.distinct_rows(np.array([[2.0], [1.0], [2.0], [3.0]]))
+    assert features.dtype == np.float32 and copies.groups.tolist() == [0, 1, 0, 2]
+    assert rows.tolist() == [[2.0], [1.0], [3.0]]
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        search.distinct_rows(np.array([[1.0], [np.nan]]))
+
+
+def test_neighbours_per_row_spreads_each_groups_answer_to_its_copies():
+    copies = search.group_copies(np.array([[2.0], [1.0], [2.0], [3.0]], dtype=np.float32))
+    table = search.neighbours_per_row(copies, np.array([1, 0, -1]), np.array([1.0, 1.0, np.nan]))
+    assert table["nearest"].tolist() == [1, 0, 1, -1]
+    assert table["duplicates"].tolist() == [1, 0, 1, 0]
+    assert table["distance"].iloc[:3].tolist() == [1.0, 1.0, 1.0]
+
+
 def test_copies_are_confirmed_on_the_whole_row_not_on_the_sampled_values():
     rng = np.random.default_rng(5)
     features = rng.random((12, 5000)).astype(np.float32)

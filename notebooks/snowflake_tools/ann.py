@@ -325,24 +325,6 @@ def _squared_distances(vectors: np.ndarray, rows: np.ndarray, others: np.ndarray
     return np.where(others >= 0, (difference**2).sum(axis=1), np.inf)
 
 
-def neighbours_table(
-    groups: np.ndarray, first_rows: np.ndarray, certified: Certified
-) -> pd.DataFrame:
-    """Spread the distinct rows' results back over all rows, copies included.
-
-    Returns columns ``nearest, distance, duplicates`` per input row, as
-    ``search.nearest_distinct_neighbours`` does, ready for ``search.rank_uniqueness``.
-    """
-    row_nearest = certified.nearest[groups]
-    return pd.DataFrame(
-        {
-            "nearest": np.where(row_nearest >= 0, first_rows[np.maximum(row_nearest, 0)], -1),
-            "distance": certified.scores[groups],
-            "duplicates": np.bincount(groups)[groups] - 1,
-        }
-    )
-
-
 @dataclasses.dataclass
 class ScaleResult:
     """What :func:`rank_at_scale` returns.
@@ -381,9 +363,7 @@ def rank_at_scale(
     search of all of them, and :func:`certify_top`. Returns the :class:`ScaleResult`, the index
     and the distinct rows (for :func:`recall_at_1`).
     """
-    features = search.check_features(features)
-    groups, first_rows, _ = search.group_copies(features)
-    distinct = features[first_rows]
+    _, copies, distinct = search.distinct_rows(features)
     settings = choose_index(len(distinct), kind, nprobe)
     started = time.perf_counter()
     index = build_index(distinct, settings)
@@ -393,7 +373,7 @@ def rank_at_scale(
     search_seconds = time.perf_counter() - started
     certified = certify_top(distinct, nearest, scores, top_n, k_neighbours)
 
-    neighbours = neighbours_table(groups, first_rows, certified)
+    neighbours = search.neighbours_per_row(copies, certified.nearest, certified.scores)
     result = ScaleResult(
         neighbours, settings, certified, len(distinct), index_seconds, search_seconds, nearest
     )

@@ -59,9 +59,7 @@ def layout(features: np.ndarray, seed: int = 0) -> np.ndarray:
     t-SNE's axes and proportions carry no meaning, and a map that fills its square leaves room
     for the thumbnails.
     """
-    features = search.check_features(features)
-    groups, first_rows, _ = search.group_copies(features)
-    distinct = features[first_rows]
+    _, copies, distinct = search.distinct_rows(features)
     if len(distinct) <= 3:
         # Too few points for t-SNE to mean anything: spread them along a line.
         placed = np.column_stack(
@@ -87,7 +85,7 @@ def layout(features: np.ndarray, seed: int = 0) -> np.ndarray:
         )
     placed -= placed.min(axis=0)
     span = placed.max(axis=0)
-    return (placed / np.where(span > 0, span, 1.0))[groups]
+    return (placed / np.where(span > 0, span, 1.0))[copies.groups]
 
 
 def thumbnail_side(n_flakes: int, max_thumbnails: int = MAX_THUMBNAILS) -> float:
