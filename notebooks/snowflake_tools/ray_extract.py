@@ -1,4 +1,4 @@
-"""Feature extraction on Ray Data: one laptop or a cluster, the same code (notebook 04, step 1).
+"""Feature extraction on Ray Data: one laptop or a cluster, the same code (notebook 04, step 3).
 
 Each Ray actor builds the VGG16 extractor once and then runs the project's own
 ``images.load_image`` and ``features.run_model`` on batch after batch, so its features equal
