@@ -8,8 +8,7 @@ import numpy as np
 import pandas as pd
 import papermill
 import pytest
-from test_notebook_02 import make_folder, precision_used
-from test_report import table_files
+from helpers import make_folder, precision_used, table_files
 
 from snowflake_tools import features
 

@@ -6,6 +6,7 @@ import faiss
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import assert_mutual_pairs_tie, rows_with_mutual_pairs
 
 from snowflake_tools import search
 
@@ -346,19 +347,6 @@ def test_a_mutual_pair_shares_its_smaller_distance():
     # 0 and 1 are each other's nearest; 2 points at 0 but 0 points at 1, so 2 keeps its own.
     np.testing.assert_array_equal(shared, [2.0, 2.0, 3.0, np.nan, 3.0])
     assert distance[0] == 2.0000002  # the input is left as it was
-
-
-def rows_with_mutual_pairs() -> np.ndarray:
-    """Random non-negative rows: a few dozen mutual pairs, some rounded apart by FAISS."""
-    rng = np.random.default_rng(0)
-    return np.maximum(rng.standard_normal((700, 512), dtype=np.float32), 0)
-
-
-def assert_mutual_pairs_tie(nearest: np.ndarray, distance: np.ndarray) -> None:
-    """Both flakes of every mutual pair carry exactly the same distance."""
-    mutual = nearest[nearest] == np.arange(len(nearest))
-    assert mutual.sum() > 10
-    np.testing.assert_array_equal(distance[mutual], distance[nearest[mutual]])
 
 
 def test_mutual_pairs_tie_exactly_in_the_ranking():

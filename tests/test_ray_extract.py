@@ -8,7 +8,6 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before anything imports
 
 import errno
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,30 +17,17 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
+from helpers import LAYER, SIZE, make_flakes
 from PIL import Image
 
 from snowflake_tools import features, files, images, pooling, ray_extract
 
 pytestmark = pytest.mark.slow
 
-SIZE = 32  # block5_conv3 is then 2 x 2 x 512
-LAYER = "block5_conv3"
 LOOPBACK = re.compile(r"^(127\.0\.0\.1|\[::ffff:127\.0\.0\.1\]|\[::1\]):\d+$")
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 #: Seconds a killed driver's Ray processes may take to go (Ray alone leaves some for minutes).
 CLEANUP_DEADLINE_S = 120
-
-
-def make_flakes(folder: Path, n: int = 7) -> Path:
-    """``n`` small random images, a copy of the first, and one file that is not an image."""
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(5)
-    for i in range(n):
-        pixels = rng.integers(0, 255, size=(40 + i, 48, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(folder / f"flake{i}.png")
-    shutil.copy(folder / "flake0.png", folder / "copy_of_flake0.png")
-    (folder / "broken.jpg").write_bytes(b"not an image")
-    return folder
 
 
 def descendants(pid: int) -> set[int]:

@@ -8,7 +8,7 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before Ray is imported:
 
 import pytest
 import ray
-from test_scale_ray import LAYER, SIZE, make_flakes
+from helpers import LAYER, SIZE, make_flakes
 
 from snowflake_tools import features, images, ray_extract
 
