@@ -417,16 +417,21 @@ def load_extractor(
     return extractor, weights_mode, demo
 
 
+def check_enough_readable(n_readable: int, n_skipped: int, image_dir: str | os.PathLike) -> None:
+    """ValueError when fewer than two images could be read: there is nothing to compare."""
+    if n_readable < 2:
+        raise ValueError(
+            f"Only {n_readable} readable image(s) in {image_dir} ({n_skipped} could not be "
+            "read): need at least 2 to compare. Run 01_download_snowflakes.ipynb again, or add "
+            "images."
+        )
+
+
 def readable_flakes(extraction: Extraction, image_dir: str | os.PathLike) -> list[str]:
     """Names, relative to ``image_dir``, of the images behind the rows of ``extraction``.
 
-    Raises ValueError when fewer than two images could be read: there is nothing to compare.
+    Raises ValueError when fewer than two images could be read (:func:`check_enough_readable`).
     """
     names = [Path(path).relative_to(image_dir).as_posix() for path in extraction.paths]
-    if len(names) < 2:
-        raise ValueError(
-            f"Only {len(names)} readable image(s) in {image_dir} ({len(extraction.skipped)} "
-            "could not be read): need at least 2 to compare. Run 01_download_snowflakes.ipynb "
-            "again, or add images."
-        )
+    check_enough_readable(len(names), len(extraction.skipped), image_dir)
     return names
