@@ -1,4 +1,5 @@
-"""VGG16 features: building the model, extracting in batches, caching on disk (notebook 02).
+"""VGG16 features: the weights, the model cut at a layer, extraction in batches, a disk cache
+(notebook 02).
 
 The notebook shows the ideas (a pretrained network cut at a convolutional layer, one feature
 vector per image); this module adds what a real run needs: a weights fallback for machines
