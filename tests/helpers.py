@@ -85,6 +85,19 @@ def gzip_bomb(n_bytes: int = BOMB_BYTES) -> bytes:
     return b"".join(parts) + compressor.flush()
 
 
+#: File names matplotlib would read as maths or LaTeX if a figure did not draw them as written.
+ODD_NAMES = [
+    "cost_$x^$.png",
+    "$\\alpha$ and $5.png",
+    "a_b^c.png",
+    "back\\slash.png",
+    "{braces}_$.png",
+    "$$.png",
+    "100$.png",
+    "x^{2}_$y$.jpg",
+]
+
+
 # --- Image folders and notebook runs ------------------------------------------------------------
 
 #: Image side and layer of the Ray tests (block5_conv3 is then 2 x 2 x 512).

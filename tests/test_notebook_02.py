@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import papermill as pm
 import pytest
-from helpers import make_folder, precision_used, write_hostile_folder
+from helpers import ODD_NAMES, make_folder, precision_used, write_hostile_folder
 from PIL import Image
 
 from snowflake_tools import features, files, search
@@ -86,19 +86,6 @@ def test_close_calls_send_auto_back_to_float32(run_notebook, tmp_path):
     expected = pd.read_csv(tmp_path / "f32" / "uniqueness.csv", keep_default_na=False)
     ranking = pd.read_csv(tmp_path / "auto" / "uniqueness.csv", keep_default_na=False)
     pd.testing.assert_frame_equal(ranking, expected)
-
-
-#: File names matplotlib would read as maths or LaTeX if a figure did not draw them as written.
-ODD_NAMES = [
-    "cost_$x^$.png",
-    "$\\alpha$ and $5.png",
-    "a_b^c.png",
-    "back\\slash.png",
-    "{braces}_$.png",
-    "$$.png",
-    "100$.png",
-    "x^{2}_$y$.jpg",
-]
 
 
 def test_file_names_with_maths_characters_run_through_and_are_kept_exactly(run, tmp_path):
