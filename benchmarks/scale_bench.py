@@ -3,7 +3,7 @@
 Search: synthetic 512-value rows shaped like pooled VGG16 features (non-negative before
 normalising, clustered, unit length) with planted outliers and groups of exact copies. Each
 size runs in a child process, so that its peak memory is its own. Per size and index: build,
-full search, certification (``K`` reached), recall@1 on sampled rows, and the certified top-100
+full search, certification (candidates checked), recall@1 on sampled rows, and the certified top-100
 against exact brute force (in full up to 100,000 rows; beyond, brute force is timed on blocks
 of queries and projected).
 
@@ -122,7 +122,7 @@ def search_case(n: int, kind: str, full_brute_force_max: int = FULL_BRUTE_FORCE_
         "n": n, "n_distinct": len(distinct), "index": settings,
         "copies_seconds": copies_seconds, "build_seconds": build_seconds,
         "search_seconds": search_seconds, "certify_seconds": certified.seconds,
-        "K": certified.k_checked, "certify_rounds": certified.rounds,
+        "certificate_candidates": certified.candidates_checked, "certify_rounds": certified.rounds,
         "total_seconds": total, "recall_at_1": recall, "recall_sample": sampled,
     }  # fmt: skip
     if len(distinct) <= full_brute_force_max:
@@ -175,7 +175,7 @@ def extraction_cases(n_images: int, image_size: int, folder: Path) -> dict:
     arguments = dict(
         model_settings={"weights": None, "image_size": image_size},
         layer="block5_conv3",
-        pooling_kind="gap",
+        feature_vector="gap",
         expected_fingerprint=features.fingerprint(extractor),
     )
     # Warmed up like each Ray actor (FeatureExtractor's warm_up_batch): both sides time batches
@@ -266,7 +266,7 @@ def report(search_results: list[dict], extraction: dict) -> str:
         f"outliers, 1 % exact copies); top-{TOP_N} certified exact; recall@1 on "
         f"{RECALL_SAMPLE:,} sampled rows. Brute force marked * is projected from timed blocks.",
         "",
-        "| n | index | build s | search s | certify s | K | total s | recall@1 | peak MiB "
+        "| n | index | build s | search s | certify s | candidates | total s | recall@1 | peak MiB "
         "| brute force s | speed-up | top = brute force (ties either way) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -275,7 +275,8 @@ def report(search_results: list[dict], extraction: dict) -> str:
         settings = ", ".join(f"{key}={value}" for key, value in r["index"].items() if key != "kind")
         lines.append(
             f"| {r['n']:,} | {r['index']['kind']} {settings} | {r['build_seconds']:.1f} | "
-            f"{r['search_seconds']:.1f} | {r['certify_seconds']:.1f} | {r['K']:,} | "
+            f"{r['search_seconds']:.1f} | {r['certify_seconds']:.1f} | "
+            f"{r['certificate_candidates']:,} | "
             f"{r['total_seconds']:.1f} | {r['recall_at_1']:.3f} | {r['peak_memory_mib']:,.0f} | "
             f"{r['brute_force_seconds']:.1f}{star} | {r['speedup']:.1f}× | "
             f"{'yes' if r['top_equals_brute_force'] else 'NO'} |"

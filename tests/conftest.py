@@ -80,7 +80,6 @@ import os
 import socket
 import threading
 import time
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -90,6 +89,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 import numpy as np
 import papermill
 import pytest
+from helpers import gzip_bomb
 from PIL import Image
 
 from snowflake_tools import demo
@@ -611,18 +611,6 @@ def run_notebook(tmp_path):
 # --- The hostile gallery ----------------------------------------------------------------------
 
 HOSTILE = "/h/"
-
-#: Decoded size of the gzip bombs: far above every cap, a few hundred KiB on the wire.
-BOMB_BYTES = 200 * 2**20
-
-
-@functools.lru_cache(maxsize=2)
-def gzip_bomb(n_bytes: int = BOMB_BYTES) -> bytes:
-    """A gzip stream of ``n_bytes`` spaces (about ``n_bytes / 1000`` bytes compressed)."""
-    compressor = zlib.compressobj(6, zlib.DEFLATED, 31)  # 31: gzip framing
-    block = b" " * 2**20
-    parts = [compressor.compress(block) for _ in range(n_bytes // len(block))]
-    return b"".join(parts) + compressor.flush()
 
 
 @pytest.fixture

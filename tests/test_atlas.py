@@ -12,7 +12,7 @@ import pytest  # noqa: E402
 from matplotlib.image import AxesImage  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from snowflake_tools import atlas, search  # noqa: E402
+from snowflake_tools import atlas, plots, search  # noqa: E402
 
 
 def clustered_features(n_clusters=4, per_cluster=6, width=40, seed=0):
@@ -90,7 +90,7 @@ def test_perplexity_shrinks_for_small_sets_and_stays_below_n():
 
 def test_figure_draws_one_thumbnail_per_stack_outlines_and_labels_the_top(flakes, positions):
     features, names, ranking, near, image_dir = flakes
-    figure = atlas.plot_atlas(positions, names, ranking, near, image_dir, top_n=3, demo="test")
+    figure = plots.plot_atlas(positions, names, ranking, near, image_dir, top_n=3, demo="test")
     axis = figure.axes[0]
     thumbnails = [child for child in axis.get_children() if isinstance(child, AxesImage)]
     assert len(thumbnails) == len(names) - 2  # three copies, one stack
@@ -107,28 +107,22 @@ def test_a_subset_of_flakes_can_be_mapped(flakes):
     subset = ranking["file"].head(6).tolist()
     rows = [names.index(name) for name in subset]
     positions = atlas.layout(features[rows])
-    figure = atlas.plot_atlas(positions, subset, ranking, near, image_dir, top_n=2)
+    figure = plots.plot_atlas(positions, subset, ranking, near, image_dir, top_n=2)
     axis = figure.axes[0]
     assert sum(isinstance(child, AxesImage) for child in axis.get_children()) == 6
     with pytest.raises(ValueError, match="not in the ranking"):
-        atlas.plot_atlas(positions, ["nope.png"] * 6, ranking, near, image_dir)
+        plots.plot_atlas(positions, ["nope.png"] * 6, ranking, near, image_dir)
 
 
 def test_past_the_thumbnail_limit_flakes_become_points(flakes, positions):
     features, names, ranking, near, image_dir = flakes
-    figure = atlas.plot_atlas(positions, names, ranking, near, image_dir, max_thumbnails=10)
+    figure = plots.plot_atlas(positions, names, ranking, near, image_dir, max_thumbnails=10)
     axis = figure.axes[0]
     points = axis.collections[0]
     assert len(points.get_offsets()) == len(names)
     images = [child for child in axis.get_children() if isinstance(child, AxesImage)]
     top = [names.index(name) for name in ranking["file"].head(atlas.THUMBNAILS_BEYOND)]
     assert len(images) == len(np.unique(positions[top], axis=0)) > 1  # copies: one stack
-
-
-def test_unreadable_file_gives_a_grey_thumbnail(tmp_path):
-    (tmp_path / "bad.png").write_bytes(b"not an image")
-    image = atlas.thumbnail(tmp_path / "bad.png", 32)
-    assert image.size == (32, 32)
 
 
 def test_select_rows_keeps_the_callers_order():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -249,3 +250,40 @@ def test_too_little_free_space_stops_before_any_work(extractor, flakes, tmp_path
     with pytest.raises(files.DiskFullError, match=r"is full: the feature cache of 5 images needs"):
         features.extract_features(extractor, flakes, cache_dir=tmp_path / "cache", progress=False)
     assert ran == [] and not (tmp_path / "cache").exists()
+
+
+def extraction_of(paths, n_skipped):
+    return features.Extraction(
+        features=np.zeros((len(paths), 3), dtype=np.float32),
+        paths=list(paths),
+        skipped=pd.DataFrame({"file": ["bad"] * n_skipped, "reason": ["broken"] * n_skipped}),
+        n_cached=0,
+        seconds=0.0,
+    )
+
+
+def test_readable_flakes_are_named_relative_to_the_image_folder(tmp_path):
+    paths = [tmp_path / "b.png", tmp_path / "sub" / "a.png"]
+    assert features.readable_flakes(extraction_of(paths, 1), tmp_path) == ["b.png", "sub/a.png"]
+
+
+@pytest.mark.parametrize("n_readable", [0, 1])
+def test_fewer_than_two_readable_images_is_a_clear_error(tmp_path, n_readable):
+    extraction = extraction_of([tmp_path / "a.png"][:n_readable], 3)
+    message = f"Only {n_readable} readable image.*3 could not be read.*at least 2"
+    with pytest.raises(ValueError, match=message):
+        features.readable_flakes(extraction, tmp_path)
+
+
+def test_load_extractor_cuts_vgg16_and_says_it_is_a_demo(tmp_path, capsys):
+    extractor, weights_mode, demo = features.load_extractor(None, 32, "block4_conv3", tmp_path)
+    assert tuple(extractor.output.shape[1:]) == (4, 4, 512)
+    assert weights_mode == features.RANDOM and "random" in demo
+    assert "DEMO run" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("precision", [features.FLOAT32, features.BFLOAT16])
+def test_load_extractor_builds_the_precision_asked_for(tmp_path, precision, capsys):
+    extractor, _, _ = features.load_extractor(None, 32, "block5_conv3", tmp_path, precision)
+    assert features.precision_of(extractor) == precision
+    assert f"precision: {precision}" in capsys.readouterr().out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from hostile_files import write_hostile_folder
+from helpers import write_hostile_folder
 
 from snowflake_tools import features, images
 

@@ -74,3 +74,12 @@ def test_full_disk_is_explained_and_other_errors_pass_unchanged(tmp_path):
     files.check_free_space(folder, 1, "one byte")  # room enough: nothing happens
     with pytest.raises(files.DiskFullError, match=r"needs about 1,073,741,824\.0 GiB"):
         files.check_free_space(folder, 2**60, "a big run")
+
+
+def test_prepare_folders_creates_the_results_folder_and_defaults_the_cache(tmp_path):
+    image_dir, results_dir, cache_dir = files.prepare_folders(
+        str(tmp_path / "images"), str(tmp_path / "out" / "results")
+    )
+    assert image_dir == tmp_path / "images" and not image_dir.exists()
+    assert results_dir.is_dir() and cache_dir == results_dir / files.CACHE_SUBFOLDER
+    assert files.prepare_folders(image_dir, results_dir, tmp_path / "c")[2] == tmp_path / "c"

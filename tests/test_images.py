@@ -6,7 +6,7 @@ import resource
 
 import numpy as np
 import pytest
-from hostile_files import write_hostile_folder, write_png_bomb
+from helpers import write_hostile_folder, write_png_bomb
 from PIL import Image
 
 from snowflake_tools import images

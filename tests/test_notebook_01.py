@@ -5,7 +5,7 @@ from __future__ import annotations
 import papermill as pm
 import pytest
 
-from snowflake_tools import demo, files
+from snowflake_tools import files
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +57,7 @@ def test_auto_falls_back_to_demo_crystals(run, closed_port_url, tmp_path):
     assert "DEMO" in output and "cannot be reached" in output
     manifest = files.read_manifest(image_dir)
     assert len(manifest) == 9
-    assert manifest["url"].str.startswith(demo.DEMO_PAGE).all()
+    assert manifest["url"].str.startswith(files.DEMO_PAGE).all()
     assert saved_sha256(image_dir) == set(manifest["sha256"])
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import papermill as pm
 import pytest
-from hostile_files import write_hostile_folder
+from helpers import ODD_NAMES, make_folder, precision_used, write_hostile_folder
 from PIL import Image
 
 from snowflake_tools import features, files, search
@@ -17,28 +17,6 @@ from snowflake_tools import features, files, search
 pytestmark = pytest.mark.slow
 
 NOTEBOOK = "02_most_unique_snowflake.ipynb"
-
-
-def make_folder(folder):
-    """Twelve images with every awkward case notebook 02 must survive."""
-    folder.mkdir()
-    rng = np.random.default_rng(42)
-    for i in range(8):
-        pixels = rng.integers(0, 255, (48 + i, 56, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(folder / f"flake{i}.png")
-    shutil.copy(folder / "flake0.png", folder / "copy_of_flake0.png")  # exact duplicate pair
-    shutil.copy(folder / "flake0.png", folder / "another_copy.PNG")  # ... and a third copy
-    Image.open(folder / "flake1.png").convert("L").save(folder / "GRAY.JPG", quality=95)
-    Image.open(folder / "flake2.png").convert("P").save(folder / "palette.gif")
-    (folder / "not_really.jpg").write_bytes(b"<html>404 Not Found</html>")
-    return folder
-
-
-def precision_used(record: dict) -> str:
-    """The precision a run with PRECISION "auto" must end with, given its close calls."""
-    chosen = features.resolve_precision(features.AUTO)
-    assert record["precision_asked"] == features.AUTO
-    return features.FLOAT32 if record["close_calls"] else chosen
 
 
 @pytest.fixture
@@ -108,19 +86,6 @@ def test_close_calls_send_auto_back_to_float32(run_notebook, tmp_path):
     expected = pd.read_csv(tmp_path / "f32" / "uniqueness.csv", keep_default_na=False)
     ranking = pd.read_csv(tmp_path / "auto" / "uniqueness.csv", keep_default_na=False)
     pd.testing.assert_frame_equal(ranking, expected)
-
-
-#: File names matplotlib would read as maths or LaTeX if a figure did not draw them as written.
-ODD_NAMES = [
-    "cost_$x^$.png",
-    "$\\alpha$ and $5.png",
-    "a_b^c.png",
-    "back\\slash.png",
-    "{braces}_$.png",
-    "$$.png",
-    "100$.png",
-    "x^{2}_$y$.jpg",
-]
 
 
 def test_file_names_with_maths_characters_run_through_and_are_kept_exactly(run, tmp_path):

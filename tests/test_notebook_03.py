@@ -8,8 +8,8 @@ import shutil
 import pandas as pd
 import papermill as pm
 import pytest
+from helpers import precision_used
 from PIL import Image
-from test_notebook_02 import precision_used
 
 from snowflake_tools import features
 

@@ -8,8 +8,7 @@ import numpy as np
 import pandas as pd
 import papermill
 import pytest
-from test_notebook_02 import make_folder, precision_used
-from test_report import table_files
+from helpers import make_folder, precision_used, table_files
 
 from snowflake_tools import features
 
@@ -42,10 +41,10 @@ def test_ranks_certifies_and_skips_known_files_on_a_rerun(run_notebook, tmp_path
     assert sorted(table_files(page)) == sorted(ranking["file"]) and "DEMO" in page
 
     run = json.loads((scale / "run.json").read_text())
-    assert run["certified"] is True and run["K"] >= 3
+    assert run["certified"] is True and run["certificate_candidates"] >= 3
     assert run["precision"] == precision_used(run)
     assert run["n"] == 12 and run["n_distinct"] == 10 and run["n_skipped"] == 1
-    assert run["pooling"] == "gap" and run["feature_dim"] == 512
+    assert run["feature_vector"] == "gap" and run["feature_dim"] == 512
     assert run["index"] == {"kind": "flat"} and run["recall_at_1"] == 1.0
     assert run["recall_sample"] == 10
     assert run["ray_address"] == "local" and run["ray_nodes"] == 1
@@ -77,7 +76,7 @@ def test_flattened_exact_ranking_equals_notebook_02(run_notebook, tmp_path):
     common = dict(IMAGE_DIR=str(image_dir), WEIGHTS=None, IMAGE_SIZE=64, CLOSE_CALL_MARGIN=0)
     run_notebook("02_most_unique_snowflake.ipynb", RESULTS_DIR=str(tmp_path / "nb02"), **common)
     run_notebook(
-        NOTEBOOK, RESULTS_DIR=str(tmp_path / "nb04"), POOLING="flatten", INDEX="flat",
+        NOTEBOOK, RESULTS_DIR=str(tmp_path / "nb04"), FEATURE_VECTOR="flatten", INDEX="flat",
         K_NEIGHBOURS=1, **common,
     )  # fmt: skip
     expected = pd.read_csv(tmp_path / "nb02" / "uniqueness.csv", keep_default_na=False)

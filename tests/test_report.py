@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import base64
-import html
 import io
-import json
 import re
 
 import numpy as np
 import pytest
 from bs4 import BeautifulSoup
+from helpers import table_files
 from PIL import Image
 
 from snowflake_tools import atlas, report, search
@@ -52,27 +51,6 @@ def write(tmp_path, flakes, **overrides):
     arguments.update(overrides)
     path = report.write_report(tmp_path / "out" / "report.html", **arguments)
     return path.read_text(encoding="utf-8")
-
-
-def table_files(page):
-    """The ``file`` column of the table's data, read from the page's Bokeh document."""
-    found = re.search(r'<script type="application/json"[^>]*>(.*?)</script>', page, re.S)
-    document = json.loads(html.unescape(found.group(1)))
-    columns = []
-
-    def walk(node):
-        if isinstance(node, list):
-            if len(node) == 2 and node[0] == "file" and isinstance(node[1], list):
-                columns.append(node[1])
-            for item in node:
-                walk(item)
-        elif isinstance(node, dict):
-            for item in node.values():
-                walk(item)
-
-    walk(document)
-    assert len(columns) == 1, "one shared data source holds the file names"
-    return columns[0]
 
 
 def test_every_ranked_file_appears_once_in_the_table_by_rank(tmp_path, flakes):
@@ -196,7 +174,7 @@ def test_the_facts_of_a_notebook_04_run_name_the_index_and_the_certificate():
                 "recall_sample": 1000,
                 "top_n": 10,
                 "certified": True,
-                "K": 200,
+                "certificate_candidates": 200,
                 "ray_address": "cluster",
                 "ray_nodes": 3,
             }

@@ -45,7 +45,7 @@ def test_quick_scale_bench_writes_markdown_and_json(tmp_path):
     assert [row["brute_force_projected"] for row in record["search"]] == [False] * 3 + [True] * 3
     for row in record["search"]:
         assert row["top_equals_brute_force"] is True
-        assert row["K"] >= 100 and 0.0 <= row["recall_at_1"] <= 1.0
+        assert row["certificate_candidates"] >= 100 and 0.0 <= row["recall_at_1"] <= 1.0
         assert row["n_distinct"] < row["n"]  # the planted copies were merged
     extraction = record["extraction"]
     assert extraction["ray_two_nodes"]["every_node_worked"] is True

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import BOMB_BYTES, gzip_bomb
+from helpers import BOMB_BYTES, gzip_bomb
 from PIL import Image, ImageFile
 
 from snowflake_tools import files, polite, scrape

@@ -6,6 +6,7 @@ import faiss
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import assert_mutual_pairs_tie, rows_with_mutual_pairs
 
 from snowflake_tools import search
 
@@ -193,6 +194,22 @@ def test_group_copies_gives_groups_first_rows_and_each_distinct_vector_once():
     assert search.group_copies(no_copies).extra_rows.tolist() == []
 
 
+def test_distinct_rows_checks_groups_and_keeps_each_vector_once():
+    features, copies, rows = search.distinct_rows(np.array([[2.0], [1.0], [2.0], [3.0]]))
+    assert features.dtype == np.float32 and copies.groups.tolist() == [0, 1, 0, 2]
+    assert rows.tolist() == [[2.0], [1.0], [3.0]]
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        search.distinct_rows(np.array([[1.0], [np.nan]]))
+
+
+def test_neighbours_per_row_spreads_each_groups_answer_to_its_copies():
+    copies = search.group_copies(np.array([[2.0], [1.0], [2.0], [3.0]], dtype=np.float32))
+    table = search.neighbours_per_row(copies, np.array([1, 0, -1]), np.array([1.0, 1.0, np.nan]))
+    assert table["nearest"].tolist() == [1, 0, 1, -1]
+    assert table["duplicates"].tolist() == [1, 0, 1, 0]
+    assert table["distance"].iloc[:3].tolist() == [1.0, 1.0, 1.0]
+
+
 def test_copies_are_confirmed_on_the_whole_row_not_on_the_sampled_values():
     rng = np.random.default_rng(5)
     features = rng.random((12, 5000)).astype(np.float32)
@@ -330,19 +347,6 @@ def test_a_mutual_pair_shares_its_smaller_distance():
     # 0 and 1 are each other's nearest; 2 points at 0 but 0 points at 1, so 2 keeps its own.
     np.testing.assert_array_equal(shared, [2.0, 2.0, 3.0, np.nan, 3.0])
     assert distance[0] == 2.0000002  # the input is left as it was
-
-
-def rows_with_mutual_pairs() -> np.ndarray:
-    """Random non-negative rows: a few dozen mutual pairs, some rounded apart by FAISS."""
-    rng = np.random.default_rng(0)
-    return np.maximum(rng.standard_normal((700, 512), dtype=np.float32), 0)
-
-
-def assert_mutual_pairs_tie(nearest: np.ndarray, distance: np.ndarray) -> None:
-    """Both flakes of every mutual pair carry exactly the same distance."""
-    mutual = nearest[nearest] == np.arange(len(nearest))
-    assert mutual.sum() > 10
-    np.testing.assert_array_equal(distance[mutual], distance[nearest[mutual]])
 
 
 def test_mutual_pairs_tie_exactly_in_the_ranking():

@@ -170,7 +170,7 @@ class Certified:
         nearest, scores: per distinct row, the nearest other row and the score (exact for the
             rows in ``exact_rows``, approximate, never smaller than exact, for the others).
         exact_rows: rows whose score was recomputed by brute force (the final ``K`` of them).
-        k_checked: ``K``, the candidates checked in the round that was accepted.
+        candidates_checked: the candidates re-scored exactly in the round that was accepted.
         rounds: how many times ``K`` was tried (it doubles each time the bound fails).
         bound: the ``K``-th largest approximate score; every row outside scores at most this.
         top_n: the ranks made exact: ``1`` to ``top_n`` (never more than there are rows).
@@ -181,7 +181,7 @@ class Certified:
     nearest: np.ndarray
     scores: np.ndarray
     exact_rows: np.ndarray
-    k_checked: int
+    candidates_checked: int
     rounds: int
     bound: float
     top_n: int
@@ -195,7 +195,7 @@ class Certified:
         scored = (
             math.isfinite(self.top_n_exact) and not np.isnan(self.scores[self.exact_rows]).any()
         )
-        everything = self.k_checked >= len(self.scores)
+        everything = self.candidates_checked >= len(self.scores)
         return bool(scored and (everything or self.bound * (1 + FLOAT_SLACK) < self.top_n_exact))
 
     def summary(self) -> str:
@@ -207,7 +207,8 @@ class Certified:
                 f"({self.top_n_exact:.4g})"
             )
         return (
-            f"certified with K = {self.k_checked} after {self.rounds} round(s): bound "
+            f"certified with {self.candidates_checked} candidates checked after {self.rounds} "
+            f"round(s): bound "
             f"{self.bound:.4g} < exact score of rank {self.top_n} {self.top_n_exact:.4g}, "
             f"{self.seconds:.2f} s"
         )
@@ -259,7 +260,7 @@ def certify_top(
         nearest[todo], scores[todo] = knn_scores(exact_index, vectors, todo, k_neighbours)
         exact[todo] = True
 
-    k_checked, rounds, bound, top_n_exact = double_until_certified(
+    candidates_checked, rounds, bound, top_n_exact = double_until_certified(
         scores, rescore, top_n, start_k or max(100, 2 * top_n)
     )
     if k_neighbours == 1:  # a mutual pair's one distance, computed twice, may differ by a bit
@@ -268,7 +269,7 @@ def certify_top(
         nearest=nearest,
         scores=scores,
         exact_rows=np.flatnonzero(exact),
-        k_checked=int(k_checked),
+        candidates_checked=int(candidates_checked),
         rounds=rounds,
         bound=float(bound),
         top_n=int(top_n),
@@ -280,7 +281,7 @@ def certify_top(
 def double_until_certified(
     scores: np.ndarray, rescore, top_n: int, k: int
 ) -> tuple[int, int, float, float]:
-    """The certificate's loop (notebook 04, step 6): ``(K, rounds, bound, top_n_exact)``.
+    """The certificate's loop (notebook 04, step 6): ``(candidates, rounds, bound, top_n_exact)``.
 
     ``scores`` are approximate (never too small); ``rescore(rows)`` makes theirs exact, in place.
     NaN (no neighbour at all) sorts last.
@@ -324,63 +325,8 @@ def _squared_distances(vectors: np.ndarray, rows: np.ndarray, others: np.ndarray
     return np.where(others >= 0, (difference**2).sum(axis=1), np.inf)
 
 
-def neighbours_table(
-    groups: np.ndarray, first_rows: np.ndarray, certified: Certified
-) -> pd.DataFrame:
-    """Spread the distinct rows' results back over all rows, copies included.
-
-    Returns columns ``nearest, distance, duplicates`` per input row, as
-    ``search.nearest_distinct_neighbours`` does, ready for ``search.rank_uniqueness``.
-    """
-    row_nearest = certified.nearest[groups]
-    return pd.DataFrame(
-        {
-            "nearest": np.where(row_nearest >= 0, first_rows[np.maximum(row_nearest, 0)], -1),
-            "distance": certified.scores[groups],
-            "duplicates": np.bincount(groups)[groups] - 1,
-        }
-    )
-
-
-def plot_certificate(approximate: np.ndarray, certified: Certified, demo=False):
-    """The certificate as a picture: approximate scores, the ``K`` checked, the bound.
-
-    Grey: every row's approximate score, largest first. Blue: the exact scores of the ``K``
-    rows checked. Everything right of ``K`` lies below the dashed bound, and the bound lies
-    below the ``top_n``-th exact score (solid): nothing outside can enter the top. A
-    certificate that does not hold says so in the title.
-    """
-    top_n = certified.top_n
-    import matplotlib.pyplot as plt
-
-    from snowflake_tools import plots
-
-    order = np.argsort(-np.nan_to_num(approximate, nan=-np.inf), kind="stable")
-    shown = order[: min(len(order), 3 * certified.k_checked)]
-    figure, axis = plt.subplots(figsize=(9, 4))
-    axis.plot(np.arange(1, len(shown) + 1), approximate[shown], ".", color="0.6", ms=3,
-              label="approximate score (an over-estimate)")  # fmt: skip
-    checked = np.isin(shown, certified.exact_rows)
-    axis.plot(np.flatnonzero(checked) + 1, certified.scores[shown[checked]], ".", color="C0",
-              ms=4, label="exact score of the rows checked")  # fmt: skip
-    axis.axvline(certified.k_checked + 0.5, color="C1", lw=1, label=f"K = {certified.k_checked}")
-    if np.isfinite(certified.bound):
-        axis.axhline(certified.bound, color="C3", ls="--", lw=1,
-                     label=f"bound: largest score outside K = {certified.bound:.4g}")  # fmt: skip
-    axis.axhline(certified.top_n_exact, color="C2", lw=1,
-                 label=f"exact score of rank {top_n} = {certified.top_n_exact:.4g}")  # fmt: skip
-    axis.set(xlabel="rows, by approximate score (largest first)", ylabel="uniqueness score")
-    if certified.holds:
-        axis.set_title(f"Certified: nobody outside the first K can reach the top {top_n}")
-    else:
-        axis.set_title(f"NOT certified: the top {top_n} has no real scores")
-    axis.legend(fontsize=8)
-    figure.tight_layout()
-    return plots.stamp_demo(figure, demo)
-
-
 @dataclasses.dataclass
-class Ranking:
+class ScaleResult:
     """What :func:`rank_at_scale` returns.
 
     Attributes:
@@ -409,17 +355,15 @@ def rank_at_scale(
     top_n: int = 100,
     k_neighbours: int = 1,
     nprobe: int | None = None,
-) -> tuple[Ranking, faiss.Index, np.ndarray]:
+) -> tuple[ScaleResult, faiss.Index, np.ndarray]:
     """Score every row by its ``k_neighbours`` nearest distinct rows, with a certified top-N.
 
     Exact copies are merged first, by value (as ``search.nearest_distinct_neighbours`` does),
     so a copy is never anyone's neighbour. Then one index of the distinct rows, one batched
-    search of all of them, and :func:`certify_top`. Returns the :class:`Ranking`, the index
+    search of all of them, and :func:`certify_top`. Returns the :class:`ScaleResult`, the index
     and the distinct rows (for :func:`recall_at_1`).
     """
-    features = search.check_features(features)
-    groups, first_rows, _ = search.group_copies(features)
-    distinct = features[first_rows]
+    _, copies, distinct = search.distinct_rows(features)
     settings = choose_index(len(distinct), kind, nprobe)
     started = time.perf_counter()
     index = build_index(distinct, settings)
@@ -429,11 +373,11 @@ def rank_at_scale(
     search_seconds = time.perf_counter() - started
     certified = certify_top(distinct, nearest, scores, top_n, k_neighbours)
 
-    neighbours = neighbours_table(groups, first_rows, certified)
-    ranking = Ranking(
+    neighbours = search.neighbours_per_row(copies, certified.nearest, certified.scores)
+    result = ScaleResult(
         neighbours, settings, certified, len(distinct), index_seconds, search_seconds, nearest
     )
-    return ranking, index, distinct
+    return result, index, distinct
 
 
 class ScaleRun(NamedTuple):
@@ -461,7 +405,7 @@ def rank_with_ray(
     results_dir,
     model_settings: dict,
     layer: str,
-    pooling_kind: str,
+    feature_vector: str,
     batch_size: int,
     index_kind: str,
     top_n: int,
@@ -480,10 +424,12 @@ def rank_with_ray(
     extractor_args = dict(
         model_settings=settings,
         layer=layer,
-        pooling_kind=pooling_kind,
+        feature_vector=feature_vector,
         expected_fingerprint=features.fingerprint(extractor),
     )
-    shards = ray_extract.shard_folder(results_dir, extractor, settings["image_size"], pooling_kind)
+    shards = ray_extract.shard_folder(
+        results_dir, extractor, settings["image_size"], feature_vector
+    )
     extraction = ray_extract.extract_to_shards(paths, image_dir, shards, extractor_args, batch_size)
     assembled = ray_extract.assemble(extraction.listing, shards)
     at_scale, _, distinct = rank_at_scale(assembled.features, index_kind, top_n, k_neighbours)

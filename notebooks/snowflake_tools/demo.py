@@ -43,9 +43,6 @@ SINGULAR_FAMILIES = ("twelve_branched", "triangular", "broken", "capped_column")
 #: All family names that :func:`generate_crystal` accepts.
 FAMILIES = REGULAR_FAMILIES + SINGULAR_FAMILIES
 
-#: ``url`` and ``page`` of demo rows in the manifest mark them as synthetic.
-DEMO_PAGE = "demo:"
-
 _SQRT3 = np.sqrt(3.0)
 
 #: A state and the angle (radians) it is turned by in the picture; most crystals have one.
@@ -691,8 +688,8 @@ def make_demo_set(
         plan, desc="Growing snow crystals", unit="crystal", disable=not progress
     ):
         name = f"demo-{family}-{number:02d}.png"
-        url = f"{DEMO_PAGE}{family}/{crystal_seed}"
-        row = {"file": name, "url": url, "page": DEMO_PAGE, "width": side, "height": side}
+        url = f"{files.DEMO_PAGE}{family}/{crystal_seed}"
+        row = {"file": name, "url": url, "page": files.DEMO_PAGE, "width": side, "height": side}
         path = folder / name
         if _up_to_date(path, known.get(name), row):
             rows[name] = known[name]

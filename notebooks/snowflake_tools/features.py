@@ -1,4 +1,5 @@
-"""VGG16 features: building the model, extracting in batches, caching on disk (notebook 02).
+"""VGG16 features: the weights, the model cut at a layer, extraction in batches, a disk cache
+(notebook 02).
 
 The notebook shows the ideas (a pretrained network cut at a convolutional layer, one feature
 vector per image); this module adds what a real run needs: a weights fallback for machines
@@ -22,7 +23,7 @@ import pandas as pd
 from keras.applications import vgg16
 from tqdm.auto import tqdm
 
-from snowflake_tools import files, images, parameters
+from snowflake_tools import files, images, parameters, runinfo
 
 #: Weights modes recorded in run.json and stamped on figures.
 IMAGENET, RANDOM = "imagenet", "random"
@@ -377,3 +378,61 @@ def _write_cached(folder: Path | None, key: str, values: np.ndarray) -> None:
     with files.atomic_path(folder / f"{key}.npy") as temporary:
         with open(temporary, "wb") as handle:
             np.save(handle, values, allow_pickle=False)
+
+
+def choose_weights(
+    weights: str | None, image_dir: str | os.PathLike
+) -> tuple[str | None, str, str]:
+    """``(argument, weights_mode, demo)`` for ``WEIGHTS``, and one line saying what they are.
+
+    ``argument`` is what ``keras.applications.VGG16`` takes (see
+    :func:`resolve_weights`: ``"auto"`` becomes ``"imagenet"`` when the download works,
+    else None, random); ``weights_mode`` goes into run.json; ``demo`` says why the run is a demo
+    ("" when it is not), for stamping figures.
+    """
+    argument, weights_mode = resolve_weights(weights)
+    demo = runinfo.demo_reason(weights_mode, image_dir)
+    print(
+        f"weights: {weights_mode}"
+        + (f"; DEMO run ({demo}): figures are stamped DEMO." if demo else "")
+    )
+    return argument, weights_mode, demo
+
+
+def load_extractor(
+    weights: str | None,
+    image_size: int,
+    layer: str,
+    image_dir: str | os.PathLike,
+    precision: str = AUTO,
+) -> tuple[keras.Model, str, str]:
+    """VGG16 cut at ``layer``: ``(extractor, weights_mode, demo)``, built as in notebook 02, step 2.
+
+    ``precision`` is the network's arithmetic (:data:`PRECISIONS`);
+    :func:`precision_of` tells which one it got.
+    """
+    argument, weights_mode, demo = choose_weights(weights, image_dir)
+    extractor = cut_at_layer(build_vgg16(argument, image_size, precision), layer)
+    precision = precision_of(extractor)
+    print(f"precision: {precision}; {layer} output shape: {extractor.output.shape}")
+    return extractor, weights_mode, demo
+
+
+def check_enough_readable(n_readable: int, n_skipped: int, image_dir: str | os.PathLike) -> None:
+    """ValueError when fewer than two images could be read: there is nothing to compare."""
+    if n_readable < 2:
+        raise ValueError(
+            f"Only {n_readable} readable image(s) in {image_dir} ({n_skipped} could not be "
+            "read): need at least 2 to compare. Run 01_download_snowflakes.ipynb again, or add "
+            "images."
+        )
+
+
+def readable_flakes(extraction: Extraction, image_dir: str | os.PathLike) -> list[str]:
+    """Names, relative to ``image_dir``, of the images behind the rows of ``extraction``.
+
+    Raises ValueError when fewer than two images could be read (:func:`check_enough_readable`).
+    """
+    names = [Path(path).relative_to(image_dir).as_posix() for path in extraction.paths]
+    check_enough_readable(len(names), len(extraction.skipped), image_dir)
+    return names

@@ -5,20 +5,23 @@ the demo set and on photo-like images (``make bench``, ``docs/performance.md``, 
 moves each nearest-neighbour distance by at most 0.82 % of the median distance, so the
 ranking only changes where two distances lie closer together than about twice that. A
 ranking without such close calls is the float32 ranking; one with them is computed again in
-float32 when ``PRECISION = "auto"`` chose bfloat16.
+float32 when ``PRECISION = "auto"`` chose bfloat16: :func:`rank_flakes` makes a ranking in one
+call, so :func:`settle_precision` can run it again in float32.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
-from collections.abc import Callable
-from typing import Generic, Protocol, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Generic, NamedTuple, Protocol, TypeVar
 
+import keras
 import numpy as np
 import pandas as pd
 
-from snowflake_tools import features
+from snowflake_tools import features, search
 
 #: Distances closer than this fraction of the median distance are a close call for bfloat16:
 #: twice the largest change it caused in ``make bench`` (0.82 %), rounded up, because both
@@ -148,3 +151,44 @@ def settle_precision(
         return Settled(run, calls, 0.0)
     started = time.perf_counter()
     return Settled(run_in(features.FLOAT32), calls, time.perf_counter() - started)
+
+
+class Ranked(NamedTuple):
+    """Features of every readable flake and the ranking they give (notebooks 02 and 03).
+
+    A tuple, so ``extractor, extraction, flake_files, ranking = ranked`` unpacks it.
+    """
+
+    extractor: keras.Model
+    extraction: features.Extraction
+    flake_files: list[str]
+    ranking: pd.DataFrame
+
+    @property
+    def precision(self) -> str:
+        """The precision the features were computed in."""
+        return features.precision_of(self.extractor)
+
+
+def rank_flakes(
+    weights: str | None,
+    image_size: int,
+    layer: str,
+    paths: Sequence[str | os.PathLike],
+    batch_size: int,
+    cache_dir: str | os.PathLike,
+    image_dir: str | os.PathLike,
+    precision: str = features.AUTO,
+) -> Ranked:
+    """Notebook 02's steps 2 to 6 in one call: VGG16 cut at ``layer``, features, ranking.
+
+    The same functions the notebook's cells call, in ``precision``; the features come from
+    the cache where they are there.
+    """
+    extractor, _, _ = features.load_extractor(weights, image_size, layer, image_dir, precision)
+    extraction = features.extract_features(extractor, paths, batch_size, cache_dir)
+    flake_files = features.readable_flakes(extraction, image_dir)
+    neighbours = search.nearest_distinct_neighbours(extraction.features)
+    return Ranked(
+        extractor, extraction, flake_files, search.rank_uniqueness(neighbours, flake_files)
+    )

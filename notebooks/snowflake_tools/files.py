@@ -31,6 +31,9 @@ MANIFEST_COLUMNS = ["file", "url", "page", "sha256", "width", "height"]
 #: Ending of the temporary files that atomic writes rename into place when they succeed.
 PARTIAL_SUFFIX = ".part"
 
+#: ``url`` and ``page`` of demo rows in the manifest mark them as synthetic (``demo``).
+DEMO_PAGE = "demo:"
+
 #: What numpy says when the disk fills under ``ndarray.tofile`` (it sets no errno).
 _SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")
 
@@ -240,3 +243,22 @@ def write_manifest(image_dir: str | os.PathLike, rows: Iterable[Mapping]) -> pd.
     frame = frame.sort_values("file", kind="stable").reset_index(drop=True)
     atomic_write_csv(frame, Path(image_dir) / MANIFEST_NAME)
     return frame
+
+
+#: Where the feature cache goes, inside the results folder, when no cache folder is given.
+CACHE_SUBFOLDER = "feature_cache"
+
+
+def prepare_folders(
+    image_dir: str | os.PathLike,
+    results_dir: str | os.PathLike,
+    cache_dir: str | os.PathLike | None = None,
+) -> tuple[Path, Path, Path]:
+    """``(image_dir, results_dir, cache_dir)`` as paths; the results folder is created.
+
+    ``cache_dir`` None means ``results_dir / "feature_cache"``.
+    """
+    results = Path(results_dir)
+    results.mkdir(parents=True, exist_ok=True)
+    cache = Path(cache_dir) if cache_dir is not None else results / CACHE_SUBFOLDER
+    return Path(image_dir), results, cache

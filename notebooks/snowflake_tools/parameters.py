@@ -50,19 +50,27 @@ def _fail(name: str, value: object, allowed: str) -> None:
     raise ParameterError(f"{name} = {value!r} is not allowed: {allowed}.", allowed)
 
 
-def whole_number(
-    name: str, value: object, minimum: int | None = None, maximum: int | None = None
-) -> int:
-    """``value`` as an int, when it is a whole number within ``[minimum, maximum]``."""
+def _check_within(
+    name: str, value: object, kind: str, is_kind: bool, minimum: float | None, maximum: float | None
+) -> None:
+    """Fail, saying what is allowed, unless ``is_kind`` and ``minimum <= value <= maximum``."""
     bounds = [
         f"at least {minimum}" if minimum is not None else "",
         f"at most {maximum}" if maximum is not None else "",
     ]
-    allowed = "a whole number" + (" " + " and ".join(b for b in bounds if b) if any(bounds) else "")
-    if isinstance(value, bool) or not isinstance(value, int):
+    allowed = kind + (" " + " and ".join(b for b in bounds if b) if any(bounds) else "")
+    if not is_kind:
         _fail(name, value, allowed)
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
         _fail(name, value, allowed)
+
+
+def whole_number(
+    name: str, value: object, minimum: int | None = None, maximum: int | None = None
+) -> int:
+    """``value`` as an int, when it is a whole number within ``[minimum, maximum]``."""
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    _check_within(name, value, "a whole number", is_int, minimum, maximum)
     return int(value)
 
 
@@ -70,15 +78,8 @@ def number(
     name: str, value: object, minimum: float | None = None, maximum: float | None = None
 ) -> float:
     """``value`` as a float, when it is a finite number within ``[minimum, maximum]``."""
-    bounds = [
-        f"at least {minimum}" if minimum is not None else "",
-        f"at most {maximum}" if maximum is not None else "",
-    ]
-    allowed = "a number" + (" " + " and ".join(b for b in bounds if b) if any(bounds) else "")
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
-        _fail(name, value, allowed)
-    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        _fail(name, value, allowed)
+    is_number = isinstance(value, int | float) and not isinstance(value, bool) and value == value
+    _check_within(name, value, "a number", is_number, minimum, maximum)
     return float(value)
 
 

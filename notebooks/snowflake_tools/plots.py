@@ -1,4 +1,5 @@
-"""Figures: montages of flakes, the distance box plot, the most-unique gallery, retrieval bars.
+"""Figures: montages of flakes, the distance box plot, the most-unique gallery, retrieval bars,
+the atlas (its layout: :mod:`atlas`), the certificate (notebook 04) and notebook 05's cell maps.
 
 Each function returns a matplotlib Figure, so the notebook decides whether to show it, save it
 (:func:`save_figure`) or both. Demo runs (random weights, synthetic crystals) pass ``demo`` —
@@ -20,8 +21,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from PIL import Image
 
-from snowflake_tools import files, images, search
+from snowflake_tools import atlas, files, images, search
 
 #: Text settings that draw a string exactly as written, for texts that show file names:
 #: without them matplotlib reads ``$...$`` as maths (``cost_$x^$.png`` stops the figure with a
@@ -95,6 +98,20 @@ def show_flakes(
         figure.suptitle(suptitle, **LITERAL)
     figure.tight_layout()
     return stamp_demo(figure, demo)
+
+
+def thumbnail(path: str | os.PathLike, side: int) -> Image.Image:
+    """An RGB thumbnail of the image at ``path``, at most ``side`` pixels each way.
+
+    A file that cannot be read any more gives a grey square, so one bad file never stops a
+    figure or report.
+    """
+    try:
+        image = Image.fromarray(read_for_display(path))
+    except (OSError, ValueError):
+        return Image.new("RGB", (side, side), (128, 128, 128))
+    image.thumbnail((side, side))
+    return image
 
 
 def message_figure(text: str, demo: bool | str = False) -> Figure:
@@ -339,4 +356,165 @@ def plot_most_different(
                 title = f"rank {flake.rank}. to nearest: {flake.distance:.4g}\n{flake.file}"
             axis.set_title(title, fontsize=7)
         part.suptitle(summary, fontsize=10, weight="bold")
+    return stamp_demo(figure, demo)
+
+
+def plot_atlas(
+    positions: np.ndarray,
+    files: Sequence[str],
+    ranking: pd.DataFrame,
+    near_duplicates: pd.DataFrame,
+    image_dir: str | os.PathLike,
+    top_n: int = 3,
+    demo: bool | str = False,
+    max_thumbnails: int = atlas.MAX_THUMBNAILS,
+) -> Figure:
+    """Draw the atlas: each flake at its ``atlas.layout`` position, as a thumbnail or a point.
+
+    Args:
+        positions: ``atlas.layout`` output, one row per name in ``files``.
+        files: image file names (relative to ``image_dir``) of the flakes to draw; a subset
+            of the ranking is fine.
+        ranking: ``search.rank_uniqueness`` output (columns ``rank, file, nearest_file,
+            distance, duplicates``) holding at least ``files``.
+        near_duplicates: ``search.find_near_duplicates`` output; pairs with both files drawn
+            are joined by a line.
+        image_dir: folder the file names are relative to.
+        top_n: the most unique flakes, outlined in red and labelled with their rank.
+        demo: passed to ``stamp_demo``.
+        max_thumbnails: up to this many flakes every flake is a thumbnail; beyond it every
+            flake is a point coloured by its distance, and the ``atlas.THUMBNAILS_BEYOND`` most
+            unique ones are still thumbnails.
+
+    Exact copies share a position and are drawn as a small stack with their count.
+    """
+    positions = np.asarray(positions, dtype=np.float64)
+    if positions.shape != (len(files), 2):
+        raise ValueError(f"positions has shape {positions.shape}, expected ({len(files)}, 2)")
+    rows = atlas.select_rows(ranking, files)
+    as_thumbnails = len(rows) <= max_thumbnails
+    half = atlas.thumbnail_side(len(rows), max_thumbnails) / 2
+    figure, axis = plt.subplots(figsize=(12, 10))
+    axis.set_aspect("equal")
+    axis.axis("off")
+
+    position_of = dict(zip(rows["file"], map(tuple, positions), strict=True))
+    for pair in near_duplicates.itertuples():
+        if pair.file in position_of and pair.nearest_file in position_of:
+            (x0, y0), (x1, y1) = position_of[pair.file], position_of[pair.nearest_file]
+            axis.plot([x0, x1], [y0, y1], color="orange", lw=2, zorder=4, marker="o", ms=3)
+
+    if not as_thumbnails:
+        points = axis.scatter(
+            positions[:, 0], positions[:, 1], c=rows["distance"], s=8, cmap="viridis", zorder=2
+        )
+        figure.colorbar(
+            points, ax=axis, shrink=0.6, label="squared L2 to the nearest distinct flake"
+        )
+    shown = rows.index if as_thumbnails else rows.nsmallest(atlas.THUMBNAILS_BEYOND, "rank").index
+    stack_of = atlas.stacks(positions)
+    drawn_stacks: set[int] = set()
+    for row in shown:
+        if stack_of[row] in drawn_stacks:
+            continue  # a copy already drawn at this very spot
+        drawn_stacks.add(stack_of[row])
+        x, y = positions[row]
+        copies = int((stack_of == stack_of[row]).sum())
+        for depth in range(min(copies - 1, 2), 0, -1):  # two cards behind show "more than one"
+            shift = depth * half * 0.25
+            axis.add_patch(
+                Rectangle(
+                    (x - half + shift, y - half - shift),
+                    2 * half,
+                    2 * half,
+                    facecolor="#9aa8bb",
+                    edgecolor="black",
+                    lw=1.0,
+                    zorder=3,
+                )
+            )
+        axis.imshow(
+            thumbnail(Path(image_dir) / rows.at[row, "file"], 96),
+            extent=(x - half, x + half, y - half, y + half),
+            zorder=3,
+        )
+        if copies > 1:
+            axis.text(
+                x + half,
+                y + half,
+                f"×{copies}",
+                ha="right",
+                va="top",
+                fontsize=8,
+                color="black",
+                backgroundcolor="white",
+                zorder=6,
+            )
+    for row in rows.index[rows["rank"] <= top_n]:
+        x, y = positions[row]
+        axis.add_patch(
+            Rectangle(
+                (x - half, y - half),
+                2 * half,
+                2 * half,
+                fill=False,
+                edgecolor="red",
+                lw=2.5,
+                zorder=5,
+            )
+        )
+        axis.text(
+            x,
+            y + half * 1.08,
+            f"#{rows.at[row, 'rank']}",
+            ha="center",
+            va="bottom",
+            color="red",
+            weight="bold",
+            fontsize=11,
+            zorder=6,
+        )
+    axis.set_xlim(-2 * half, 1 + 2 * half)
+    axis.set_ylim(-2 * half, positions[:, 1].max() + 3 * half)
+    style = "thumbnails" if as_thumbnails else f"points ({len(shown)} most unique as thumbnails)"
+    axis.set_title(
+        f"The snowflake atlas: {len(rows)} flakes placed by t-SNE of their features, as {style}\n"
+        f"red: the {min(top_n, len(rows))} most unique, by rank · orange: near-duplicate pairs"
+        " · stacks: exact copies"
+    )
+    figure.tight_layout()
+    return stamp_demo(figure, demo)
+
+
+def plot_certificate(approximate: np.ndarray, certified, demo: bool | str = False) -> Figure:
+    """The certificate (``ann.Certified``) drawn: approximate scores, the candidates, the bound.
+
+    Grey: every row's approximate score, largest first. Blue: the exact scores of the
+    candidates checked. Everything right of them lies below the dashed bound, and the bound lies
+    below the ``top_n``-th exact score (solid): nothing outside can enter the top. A
+    certificate that does not hold says so in the title.
+    """
+    top_n = certified.top_n
+    order = np.argsort(-np.nan_to_num(approximate, nan=-np.inf), kind="stable")
+    shown = order[: min(len(order), 3 * certified.candidates_checked)]
+    figure, axis = plt.subplots(figsize=(9, 4))
+    axis.plot(np.arange(1, len(shown) + 1), approximate[shown], ".", color="0.6", ms=3,
+              label="approximate score (an over-estimate)")  # fmt: skip
+    checked = np.isin(shown, certified.exact_rows)
+    axis.plot(np.flatnonzero(checked) + 1, certified.scores[shown[checked]], ".", color="C0",
+              ms=4, label="exact score of the rows checked")  # fmt: skip
+    n_checked = certified.candidates_checked
+    axis.axvline(n_checked + 0.5, color="C1", lw=1, label=f"{n_checked} candidates checked")
+    if np.isfinite(certified.bound):
+        axis.axhline(certified.bound, color="C3", ls="--", lw=1,
+                     label=f"bound: largest score outside = {certified.bound:.4g}")  # fmt: skip
+    axis.axhline(certified.top_n_exact, color="C2", lw=1,
+                 label=f"exact score of rank {top_n} = {certified.top_n_exact:.4g}")  # fmt: skip
+    axis.set(xlabel="rows, by approximate score (largest first)", ylabel="uniqueness score")
+    if certified.holds:
+        axis.set_title(f"Certified: no flake outside the candidates can reach the top {top_n}")
+    else:
+        axis.set_title(f"NOT certified: the top {top_n} has no real scores")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
     return stamp_demo(figure, demo)

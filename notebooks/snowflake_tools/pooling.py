@@ -11,8 +11,8 @@ import os
 
 import numpy as np
 
-#: Values of the notebook's ``POOLING`` parameter.
-POOLINGS = ("gap", "flatten")
+#: Values of notebook 04's ``FEATURE_VECTOR`` parameter.
+FEATURE_VECTORS = ("gap", "flatten")
 #: Share of this machine's memory the feature matrix may take; the index and search need the
 #: rest (an exact index holds one more copy of the rows).
 MEMORY_SHARE = 0.25
@@ -30,7 +30,7 @@ def unit_rows(features: np.ndarray) -> np.ndarray:
     return features / np.where(lengths > 0, lengths, 1.0).astype(np.float32)
 
 
-def pool(outputs: np.ndarray, channels: int, pooling: str) -> np.ndarray:
+def pool(outputs: np.ndarray, channels: int, feature_vector: str) -> np.ndarray:
     """Turn flattened feature maps ``(n, positions * channels)`` into feature rows.
 
     ``"gap"`` averages each of the ``channels`` over all positions and scales every row to
@@ -38,19 +38,20 @@ def pool(outputs: np.ndarray, channels: int, pooling: str) -> np.ndarray:
     ``"flatten"`` returns the maps unchanged. Output is float32 ``(n, channels)`` or
     ``(n, positions * channels)``.
     """
-    if pooling not in POOLINGS:
+    if feature_vector not in FEATURE_VECTORS:
         raise ValueError(
-            f"POOLING must be one of {', '.join(map(repr, POOLINGS))}, got {pooling!r}."
+            f"FEATURE_VECTOR must be one of {', '.join(map(repr, FEATURE_VECTORS))}, "
+            f"got {feature_vector!r}."
         )
     outputs = np.asarray(outputs, dtype=np.float32)
-    if pooling == "flatten":
+    if feature_vector == "flatten":
         return outputs
     return unit_rows(outputs.reshape(len(outputs), -1, channels).mean(axis=1, dtype=np.float64))
 
 
-def feature_size(output_shape: tuple[int, ...], pooling: str) -> int:
+def feature_size(output_shape: tuple[int, ...], feature_vector: str) -> int:
     """Values per image for a layer output of shape ``(positions..., channels)``."""
-    return int(output_shape[-1]) if pooling == "gap" else int(np.prod(output_shape))
+    return int(output_shape[-1]) if feature_vector == "gap" else int(np.prod(output_shape))
 
 
 def machine_memory_bytes() -> int:
@@ -70,7 +71,7 @@ def check_fits(n_images: int, n_values: int, memory_bytes: int | None = None) ->
         raise ValueError(
             f"{n_images:,} images x {n_values:,} values need {needed / 2**30:.1f} GiB of float32 "
             f"features, more than {MEMORY_SHARE:.0%} of this machine's "
-            f'{memory_bytes / 2**30:.1f} GiB. Use POOLING = "gap" (512 values per image), '
+            f'{memory_bytes / 2**30:.1f} GiB. Use FEATURE_VECTOR = "gap" (512 values per image), '
             "or fewer images."
         )
     return needed

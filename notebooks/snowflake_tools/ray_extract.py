@@ -1,4 +1,4 @@
-"""Feature extraction on Ray Data: one laptop or a cluster, the same code (notebook 04, step 1).
+"""Feature extraction on Ray Data: one laptop or a cluster, the same code (notebook 04, step 3).
 
 Each Ray actor builds the VGG16 extractor once and then runs the project's own
 ``images.load_image`` and ``features.run_model`` on batch after batch, so its features equal
@@ -226,7 +226,7 @@ class FeatureExtractor:
     Args:
         model_settings: keyword arguments of ``features.load_vgg16`` (weights, image size, ...).
         layer: the VGG16 layer to cut at.
-        pooling_kind: ``"gap"`` or ``"flatten"`` (see ``pooling.pool``).
+        feature_vector: ``"gap"`` or ``"flatten"`` (see ``pooling.pool``).
         expected_fingerprint: ``features.fingerprint`` of the driver's extractor; a worker
             whose model differs (another weights file, say) refuses to write anything.
         warm_up_batch: images in one blank batch run as the actor starts (0: none). The first
@@ -238,7 +238,7 @@ class FeatureExtractor:
         self,
         model_settings: dict,
         layer: str,
-        pooling_kind: str,
+        feature_vector: str,
         expected_fingerprint,
         warm_up_batch: int = 0,
     ):
@@ -253,8 +253,8 @@ class FeatureExtractor:
             )
         self.image_size = int(self.extractor.input.shape[1])
         self.channels = int(self.extractor.output.shape[-1])
-        self.pooling = pooling_kind
-        self.n_values = pooling.feature_size(tuple(self.extractor.output.shape[1:]), pooling_kind)
+        self.feature_vector = feature_vector
+        self.n_values = pooling.feature_size(tuple(self.extractor.output.shape[1:]), feature_vector)
         self.model_lock = threading.Lock()
         if warm_up_batch:
             blank = np.zeros((warm_up_batch, self.image_size, self.image_size, 3), np.float32)
@@ -279,7 +279,7 @@ class FeatureExtractor:
         if pixels:
             with self.model_lock:  # one batch in the network at a time; the next one decodes
                 outputs = features.run_model(self.extractor, np.stack(pixels))
-            vectors[loaded] = pooling.pool(outputs, self.channels, self.pooling)
+            vectors[loaded] = pooling.pool(outputs, self.channels, self.feature_vector)
         node = ray.get_runtime_context().get_node_id()
         timing = (started, time.time())
         return shard_table(batch["file"], batch["sha256"], vectors, errors, node, timing)
@@ -318,17 +318,17 @@ def hash_files(batch: dict) -> dict:
     return {**batch, "sha256": np.array(keys, dtype=object)}
 
 
-def shard_folder(results_dir: str | os.PathLike, extractor, image_size: int, pooling_kind: str):
-    """``RESULTS_DIR/scale/features/<feature cache key>-<pooling>``: one folder per setting.
+def shard_folder(results_dir: str | os.PathLike, extractor, image_size: int, feature_vector: str):
+    """``RESULTS_DIR/scale/features/<feature cache key>-<feature_vector>``: one folder per setting.
 
     The key is the feature cache's (:func:`features.cache_folder`: model, size, precision,
-    weights), so features of other weights, layers, sizes, precisions or poolings live in other
-    folders and a shard is never read for a model that did not write it.
+    weights), so features of other weights, layers, sizes, precisions or feature vectors live in
+    other folders and a shard is never read for a model that did not write it.
     """
     from snowflake_tools import features
 
     folder = features.cache_folder(Path(results_dir) / "scale" / "features", extractor, image_size)
-    return folder.with_name(f"{folder.name}-{pooling_kind}")
+    return folder.with_name(f"{folder.name}-{feature_vector}")
 
 
 class DamagedShardError(ValueError):

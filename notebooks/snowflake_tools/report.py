@@ -42,7 +42,7 @@ from bokeh.models import (
 from bokeh.plotting import figure as bokeh_figure
 from bokeh.resources import INLINE
 
-from snowflake_tools import atlas, files, search
+from snowflake_tools import atlas, files, plots, search
 
 #: Side of the thumbnails in the table and the atlas, in pixels: small keeps the page small.
 THUMBNAIL_SIDE = 64
@@ -63,7 +63,7 @@ PADDING = 16
 def jpeg_data_uri(path: str | os.PathLike, side: int = THUMBNAIL_SIDE) -> str:
     """The image at ``path`` as a small JPEG ``data:`` URI, at most ``side`` pixels each way."""
     buffer = io.BytesIO()
-    atlas.thumbnail(path, side).save(buffer, format="JPEG", quality=JPEG_QUALITY, optimize=True)
+    plots.thumbnail(path, side).save(buffer, format="JPEG", quality=JPEG_QUALITY, optimize=True)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -146,7 +146,7 @@ def atlas_plot(source: ColumnDataSource, near_duplicates: pd.DataFrame, top_n: i
     """The atlas as a Bokeh figure: hover shows thumbnail, file and rank; zoom and pan.
 
     Up to ``atlas.MAX_THUMBNAILS`` flakes each is drawn as its thumbnail (they grow as you
-    zoom in); past that as points, as in ``atlas.plot_atlas``.
+    zoom in); past that as points, as in ``plots.plot_atlas``.
     """
     plot = bokeh_figure(
         width=900,
@@ -321,6 +321,8 @@ def run_facts(run: Mapping) -> list[tuple[str, str]]:
             words[0] += f" at {run['image_size']} × {run['image_size']} pixels"
         if "pooling" in run:
             words.append(f"pooled: {run['pooling']}")
+        if "feature_vector" in run:
+            words.append(f"feature vector: {run['feature_vector']}")
         if "feature_dim" in run:
             words.append(f"{run['feature_dim']:,} values per flake")
         facts.append(("features", ", ".join(words)))
@@ -342,7 +344,12 @@ def run_facts(run: Mapping) -> list[tuple[str, str]]:
     if "certified" in run:
         top = f"the top {run['top_n']}" if "top_n" in run else "the top"
         verdict = "certified exact" if run["certified"] else "NOT certified"
-        facts.append(("certificate", f"{top} {verdict}, {run.get('K', '?')} candidates re-scored"))
+        facts.append(
+            (
+                "certificate",
+                f"{top} {verdict}, {run.get('certificate_candidates', '?')} candidates re-scored",
+            )
+        )
     timings = [
         f"{_seconds(run[key])} {what}"
         for key, what in (

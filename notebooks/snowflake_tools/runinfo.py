@@ -8,7 +8,7 @@ import resource
 import sys
 from pathlib import Path
 
-from snowflake_tools import demo, files
+from snowflake_tools import files
 
 
 def peak_memory_mib() -> float:
@@ -30,7 +30,7 @@ def demo_reason(weights_mode: str | None, image_dir: str | os.PathLike) -> str:
         if weights_mode == features.RANDOM:
             reasons.append("random VGG16 weights")
     manifest = files.read_manifest(image_dir)
-    if len(manifest) and manifest["url"].astype(str).str.startswith(demo.DEMO_PAGE).any():
+    if len(manifest) and manifest["url"].astype(str).str.startswith(files.DEMO_PAGE).any():
         reasons.append("synthetic demo crystals")
     return " and ".join(reasons)
 

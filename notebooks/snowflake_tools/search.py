@@ -128,6 +128,36 @@ def group_copies(features: np.ndarray) -> Copies:
     return Copies(groups, first_rows, extra_rows)
 
 
+class Distinct(NamedTuple):
+    """What :func:`distinct_rows` returns.
+
+    Attributes:
+        features: the checked float32 matrix (:func:`check_features`), one row per flake.
+        copies: its exact copies grouped (:class:`Copies`).
+        rows: each distinct vector once, ``features[copies.first_rows]``: row ``g`` is group
+            ``g``.
+    """
+
+    features: np.ndarray
+    copies: Copies
+    rows: np.ndarray
+
+
+def distinct_rows(features: np.ndarray) -> Distinct:
+    """Check ``features``, group their exact copies and keep each distinct vector once."""
+    features = check_features(features)
+    copies = group_copies(features)
+    return Distinct(features, copies, features[copies.first_rows])
+
+
+def _index_distinct(features: np.ndarray) -> tuple[np.ndarray, Copies, faiss.IndexFlatL2]:
+    """``(features, copies, index)``: :func:`distinct_rows` without the copy of the rows,
+    the distinct vectors in an index instead (:func:`index_of_distinct`)."""
+    features = check_features(features)
+    copies = group_copies(features)
+    return features, copies, index_of_distinct(features, copies)
+
+
 def index_of_distinct(features: np.ndarray, copies: Copies) -> faiss.IndexFlatL2:
     """A ``faiss.IndexFlatL2`` holding each distinct vector once: label ``g`` is group ``g``.
 
@@ -232,9 +262,7 @@ def nearest_distinct_neighbours(features: np.ndarray) -> pd.DataFrame:
     copies are never chosen and never crowd out the real neighbours. Among equally near
     vectors the lowest row wins. These are the steps of notebook 02, sections 4 and 5.
     """
-    features = check_features(features)
-    copies = group_copies(features)
-    index = index_of_distinct(features, copies)
+    features, copies, index = _index_distinct(features)
     distances, labels = index.search(features, min(CANDIDATES, index.ntotal))
     first = copies.first_rows  # each group's answer is its first row's
     nearest, distance = closest_others(index, distances[first], labels[first])
@@ -262,9 +290,7 @@ def knn_uniqueness(features: np.ndarray, k: int) -> pd.DataFrame:
     """
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
         raise ValueError(f"K_NEIGHBOURS must be a whole number of 1 or more, got {k!r}.")
-    features = check_features(features)
-    copies = group_copies(features)
-    index = index_of_distinct(features, copies)
+    features, copies, index = _index_distinct(features)
     usable_k = min(int(k), index.ntotal - 1)
     found = min(max(CANDIDATES, usable_k + 1), index.ntotal)
     distances, labels = index.search(features, found)
@@ -286,9 +312,7 @@ def distinct_neighbours(features: np.ndarray, rows: Sequence[int], k: int) -> pd
     columns ``row``, ``neighbour`` (a row number), ``order`` (1 = nearest) and ``distance``
     (squared L2), at most ``k`` rows per query.
     """
-    features = check_features(features)
-    copies = group_copies(features)
-    index = index_of_distinct(features, copies)
+    features, copies, index = _index_distinct(features)
     rows = np.asarray(rows, dtype=np.int64)
     distances, labels = index.search(features[rows], min(k + 1, index.ntotal))
     found = []

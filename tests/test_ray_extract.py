@@ -8,7 +8,6 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before anything imports
 
 import errno
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,30 +17,17 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
+from helpers import LAYER, SIZE, make_flakes
 from PIL import Image
 
 from snowflake_tools import features, files, images, pooling, ray_extract
 
 pytestmark = pytest.mark.slow
 
-SIZE = 32  # block5_conv3 is then 2 x 2 x 512
-LAYER = "block5_conv3"
 LOOPBACK = re.compile(r"^(127\.0\.0\.1|\[::ffff:127\.0\.0\.1\]|\[::1\]):\d+$")
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 #: Seconds a killed driver's Ray processes may take to go (Ray alone leaves some for minutes).
 CLEANUP_DEADLINE_S = 120
-
-
-def make_flakes(folder: Path, n: int = 7) -> Path:
-    """``n`` small random images, a copy of the first, and one file that is not an image."""
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(5)
-    for i in range(n):
-        pixels = rng.integers(0, 255, size=(40 + i, 48, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(folder / f"flake{i}.png")
-    shutil.copy(folder / "flake0.png", folder / "copy_of_flake0.png")
-    (folder / "broken.jpg").write_bytes(b"not an image")
-    return folder
 
 
 def descendants(pid: int) -> set[int]:
@@ -149,12 +135,12 @@ def extractor():
     return features.cut_at_layer(base, LAYER)
 
 
-def run_extraction(image_dir, results, extractor, pooling_kind):
-    folder = ray_extract.shard_folder(results, extractor, SIZE, pooling_kind)
+def run_extraction(image_dir, results, extractor, feature_vector):
+    folder = ray_extract.shard_folder(results, extractor, SIZE, feature_vector)
     arguments = dict(
         model_settings={"weights": None, "image_size": SIZE},
         layer=LAYER,
-        pooling_kind=pooling_kind,
+        feature_vector=feature_vector,
         expected_fingerprint=features.fingerprint(extractor),
     )
     paths = images.list_images(image_dir)
@@ -162,13 +148,13 @@ def run_extraction(image_dir, results, extractor, pooling_kind):
     return run, ray_extract.assemble(run.listing, folder)
 
 
-@pytest.mark.parametrize("pooling_kind", ["flatten", "gap"])
-def test_features_equal_extract_features(local_ray, extractor, tmp_path, pooling_kind):
+@pytest.mark.parametrize("feature_vector", ["flatten", "gap"])
+def test_features_equal_extract_features(local_ray, extractor, tmp_path, feature_vector):
     image_dir = make_flakes(tmp_path / "flakes")
-    run, assembled = run_extraction(image_dir, tmp_path / "results", extractor, pooling_kind)
+    run, assembled = run_extraction(image_dir, tmp_path / "results", extractor, feature_vector)
 
     reference = features.extract_features(extractor, images.list_images(image_dir), progress=False)
-    expected = pooling.pool(reference.features, 512, pooling_kind)
+    expected = pooling.pool(reference.features, 512, feature_vector)
     assert assembled.files == [path.name for path in reference.paths]
     np.testing.assert_allclose(assembled.features, expected, rtol=1e-5, atol=1e-5)
     assert assembled.skipped["file"].tolist() == ["broken.jpg"]
@@ -181,14 +167,14 @@ def test_features_equal_extract_features(local_ray, extractor, tmp_path, pooling
     # A re-run finds every content in the shards, a new image is the only work.
     Image.fromarray(np.zeros((30, 30, 3), np.uint8)).save(image_dir / "new.png")
     again, assembled_again = run_extraction(
-        image_dir, tmp_path / "results", extractor, pooling_kind
+        image_dir, tmp_path / "results", extractor, feature_vector
     )
     assert again.n_extracted == 1 and again.n_known == 9
-    nothing_new, _ = run_extraction(image_dir, tmp_path / "results", extractor, pooling_kind)
+    nothing_new, _ = run_extraction(image_dir, tmp_path / "results", extractor, feature_vector)
     assert nothing_new.n_extracted == 0 and nothing_new.batch_seconds == 0
     assert len(assembled_again.files) == 9
     shards = list(
-        ray_extract.shard_folder(tmp_path / "results", extractor, SIZE, pooling_kind).iterdir()
+        ray_extract.shard_folder(tmp_path / "results", extractor, SIZE, feature_vector).iterdir()
     )
     assert all(path.suffix == ".parquet" for path in shards)  # no leftover temporary folder
 

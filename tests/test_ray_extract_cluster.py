@@ -8,7 +8,7 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before Ray is imported:
 
 import pytest
 import ray
-from test_scale_ray import LAYER, SIZE, make_flakes
+from helpers import LAYER, SIZE, make_flakes
 
 from snowflake_tools import features, images, ray_extract
 
@@ -43,7 +43,7 @@ def test_both_nodes_extract(two_node_cluster, tmp_path):
     arguments = dict(
         model_settings={"weights": None, "image_size": SIZE},
         layer=LAYER,
-        pooling_kind="gap",
+        feature_vector="gap",
         expected_fingerprint=features.fingerprint(extractor),
     )
     paths = images.list_images(image_dir)

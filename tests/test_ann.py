@@ -6,9 +6,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
-from test_search import assert_mutual_pairs_tie, rows_with_mutual_pairs
+from helpers import assert_mutual_pairs_tie, rows_with_mutual_pairs
 
-from snowflake_tools import ann, pooling, search
+from snowflake_tools import ann, plots, search
 
 
 def clustered_rows(n=3000, d=32, clusters=60, seed=0):
@@ -30,21 +30,21 @@ def brute_force(rows, k):
 
 
 def certified_ranking(rows, k, top_n, **options):
-    ranking, _, _ = ann.rank_at_scale(rows, top_n=top_n, k_neighbours=k, **options)
-    return ranking, search.rank_uniqueness(
-        ranking.neighbours, [f"f{i:05d}" for i in range(len(rows))]
+    result, _, _ = ann.rank_at_scale(rows, top_n=top_n, k_neighbours=k, **options)
+    return result, search.rank_uniqueness(
+        result.neighbours, [f"f{i:05d}" for i in range(len(rows))]
     )
 
 
 @pytest.mark.parametrize("k", [1, 3])
 def test_certified_top_n_equals_brute_force_despite_forced_misses(k):
     rows = clustered_rows()
-    ranking, table = certified_ranking(rows, k, top_n=20, kind="ivf", nprobe=1)
+    result, table = certified_ranking(rows, k, top_n=20, kind="ivf", nprobe=1)
     exact = brute_force(rows, k)
 
     # The approximate index really does miss: many rows got a larger score than exact.
     distinct = search.group_copies(rows).first_rows
-    index = ann.build_index(rows[distinct], ranking.settings)
+    index = ann.build_index(rows[distinct], result.settings)
     _, approximate = ann.knn_scores(index, rows[distinct], np.arange(len(distinct)), k)
     exact_distinct = exact.set_index("file").loc[[f"f{i:05d}" for i in distinct], "distance"]
     misses = (approximate > exact_distinct.to_numpy() * (1 + 1e-5)).sum()
@@ -54,9 +54,9 @@ def test_certified_top_n_equals_brute_force_despite_forced_misses(k):
     assert top["file"].tolist() == exact.head(20)["file"].tolist()
     assert top["nearest_file"].tolist() == exact.head(20)["nearest_file"].tolist()
     np.testing.assert_allclose(top["distance"], exact.head(20)["distance"], rtol=1e-5)
-    assert ranking.certified.bound < ranking.certified.top_n_exact
-    assert ranking.certified.holds
-    assert ranking.certified.k_checked >= 20
+    assert result.certified.bound < result.certified.top_n_exact
+    assert result.certified.holds
+    assert result.certified.candidates_checked >= 20
     # Outside the exact rows, scores are over-estimates, never under-estimates.
     merged = table.merge(exact, on="file", suffixes=("", "_exact"))
     assert (merged["distance"] >= merged["distance_exact"] * (1 - 1e-5)).all()
@@ -82,9 +82,9 @@ def test_a_bad_start_doubles_k_until_the_bound_holds():
     nearest, scores = ann.knn_scores(index, vectors, np.arange(len(vectors)), 1)
     certified = ann.certify_top(vectors, nearest, scores, top_n=20, start_k=20)
     assert certified.rounds > 1
-    assert certified.k_checked == 20 * 2 ** (certified.rounds - 1) or certified.k_checked == len(
-        vectors
-    )
+    assert certified.candidates_checked == 20 * 2 ** (
+        certified.rounds - 1
+    ) or certified.candidates_checked == len(vectors)
     exact = search.nearest_distinct_neighbours(vectors)["distance"].to_numpy()
     top = np.argsort(-certified.scores, kind="stable")[:20]
     assert set(top) == set(np.argsort(-exact, kind="stable")[:20])
@@ -92,11 +92,11 @@ def test_a_bad_start_doubles_k_until_the_bound_holds():
 
 def test_flat_index_is_exact_everywhere():
     rows = clustered_rows(n=500)
-    ranking, table = certified_ranking(rows, 1, top_n=5, kind="flat")
+    result, table = certified_ranking(rows, 1, top_n=5, kind="flat")
     exact = brute_force(rows, 1)
     assert table["file"].tolist() == exact["file"].tolist()
     np.testing.assert_allclose(table["distance"], exact["distance"], rtol=1e-5)
-    assert ranking.settings == {"kind": "flat"}
+    assert result.settings == {"kind": "flat"}
 
 
 def test_recall_counts_misses():
@@ -124,30 +124,9 @@ def test_choose_index():
 
 def test_hnsw_ranking_is_certified():
     rows = clustered_rows(n=800)
-    ranking, table = certified_ranking(rows, 2, top_n=10, kind="hnsw")
+    result, table = certified_ranking(rows, 2, top_n=10, kind="hnsw")
     exact = brute_force(rows, 2)
     assert table.head(10)["file"].tolist() == exact.head(10)["file"].tolist()
-
-
-def test_gap_pooling_averages_positions_and_normalises():
-    maps = np.random.default_rng(1).random((3, 2, 2, 4)).astype(np.float32)
-    pooled = pooling.pool(maps.reshape(3, -1), 4, "gap")
-    expected = maps.mean(axis=(1, 2))
-    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
-    np.testing.assert_allclose(pooled, expected, rtol=1e-6)
-    np.testing.assert_array_equal(
-        pooling.pool(maps.reshape(3, -1), 4, "flatten"), maps.reshape(3, -1)
-    )
-    assert pooling.feature_size((14, 14, 512), "gap") == 512
-    assert pooling.feature_size((14, 14, 512), "flatten") == 100_352
-    with pytest.raises(ValueError, match="POOLING must be"):
-        pooling.pool(maps.reshape(3, -1), 4, "max")
-
-
-def test_flatten_refuses_sets_that_do_not_fit_and_says_how_much():
-    assert pooling.check_fits(100, 100_352, memory_bytes=2**34) == 100 * 100_352 * 4
-    with pytest.raises(ValueError, match=r"need 373\.8 GiB .*POOLING = \"gap\""):
-        pooling.check_fits(1_000_000, 100_352, memory_bytes=24 * 2**30)
 
 
 def test_rank_at_scale_rejects_nan():
@@ -159,11 +138,11 @@ def test_rank_at_scale_rejects_nan():
 
 def test_rank_at_scale_handles_all_copies_and_certifies_nothing():
     rows = np.ones((4, 8), dtype=np.float32)
-    ranking, _, _ = ann.rank_at_scale(rows, top_n=2)
-    assert (ranking.neighbours["nearest"] == -1).all()
-    assert pd.isna(ranking.neighbours["distance"]).all()
-    assert not ranking.certified.holds  # no scores, so no certificate
-    assert ranking.certified.summary().startswith("NOT certified")
+    result, _, _ = ann.rank_at_scale(rows, top_n=2)
+    assert (result.neighbours["nearest"] == -1).all()
+    assert pd.isna(result.neighbours["distance"]).all()
+    assert not result.certified.holds  # no scores, so no certificate
+    assert result.certified.summary().startswith("NOT certified")
 
 
 @pytest.mark.parametrize("k_neighbours", [0, -1])
@@ -182,14 +161,14 @@ def test_a_certificate_over_nan_scores_does_not_hold():
     record = dict(nearest=np.full(4, -1), exact_rows=np.arange(4), rounds=1, seconds=0, top_n=2)
     nan = np.full(4, np.nan)
     assert not ann.Certified(
-        **record, scores=nan, k_checked=4, bound=-np.inf, top_n_exact=-np.inf
+        **record, scores=nan, candidates_checked=4, bound=-np.inf, top_n_exact=-np.inf
     ).holds
     assert not ann.Certified(
-        **record, scores=nan, k_checked=4, bound=-np.inf, top_n_exact=np.nan
+        **record, scores=nan, candidates_checked=4, bound=-np.inf, top_n_exact=np.nan
     ).holds
     some_nan = np.array([3.0, np.nan, 1.0, 1.0])
     assert not ann.Certified(
-        **record, scores=some_nan, k_checked=4, bound=-np.inf, top_n_exact=1.0
+        **record, scores=some_nan, candidates_checked=4, bound=-np.inf, top_n_exact=1.0
     ).holds
 
 
@@ -202,7 +181,7 @@ def test_a_top_n_beyond_the_rows_certifies_only_the_ranks_there_are():
     certified = ann.certify_top(distinct, nearest, scores, top_n=1000)
     assert certified.holds and certified.top_n == len(distinct)
     assert f"rank {len(distinct)} " in certified.summary() and "1000" not in certified.summary()
-    figure = ann.plot_certificate(scores, certified)
+    figure = plots.plot_certificate(scores, certified)
     labels = figure.axes[0].get_legend_handles_labels()[1]
     assert any(f"rank {len(distinct)} =" in label for label in labels)
     assert not any("1000" in label for label in labels)
@@ -214,9 +193,9 @@ def test_a_certificate_whose_bound_reaches_the_top_does_not_hold():
     record = dict(
         nearest=np.zeros(4), scores=scores, exact_rows=np.arange(2), rounds=1, seconds=0, top_n=2
     )
-    assert not ann.Certified(**record, k_checked=2, bound=2.0, top_n_exact=2.0).holds
-    assert ann.Certified(**record, k_checked=2, bound=1.0, top_n_exact=2.0).holds
-    assert ann.Certified(**record, k_checked=4, bound=-np.inf, top_n_exact=1.0).holds
+    assert not ann.Certified(**record, candidates_checked=2, bound=2.0, top_n_exact=2.0).holds
+    assert ann.Certified(**record, candidates_checked=2, bound=1.0, top_n_exact=2.0).holds
+    assert ann.Certified(**record, candidates_checked=4, bound=-np.inf, top_n_exact=1.0).holds
 
 
 @pytest.mark.parametrize("queries", ["all", "subset"])
@@ -240,5 +219,5 @@ def test_cell_by_cell_search_finds_what_query_by_query_search_finds(queries):
 
 
 def test_certified_mutual_pairs_share_one_distance():
-    ranking, _, _ = ann.rank_at_scale(rows_with_mutual_pairs(), kind="flat", top_n=300)
-    assert_mutual_pairs_tie(ranking.certified.nearest, ranking.certified.scores)
+    result, _, _ = ann.rank_at_scale(rows_with_mutual_pairs(), kind="flat", top_n=300)
+    assert_mutual_pairs_tie(result.certified.nearest, result.certified.scores)
