@@ -24,7 +24,7 @@ import snowflake_tools
 from snowflake_tools.parameters import ParameterError
 
 #: The modules the parameters and check cells use (the notebooks import them in Setup).
-CHECK_CELL_MODULES = ("ann", "demo", "features", "fidelity", "parameters", "pooling")
+CHECK_CELL_MODULES = ("ann", "demo", "features", "fidelity", "parameters", "pooling", "search")
 for _module in CHECK_CELL_MODULES:
     importlib.import_module(f"snowflake_tools.{_module}")
 
@@ -33,6 +33,7 @@ NB01 = "01_download_snowflakes.ipynb"
 NB02 = "02_most_unique_snowflake.ipynb"
 NB03 = "03_how_robust_is_uniqueness.ipynb"
 NB04 = "04_a_million_snowflakes.ipynb"
+NB05 = "05_why_is_it_unique.ipynb"
 
 #: Distinct flakes in the folder ``flakes`` makes (plus one exact copy).
 N_DISTINCT = 6
@@ -97,6 +98,20 @@ BAD_VALUES = [
     (NB04, "RECALL_SAMPLE", 0),
     (NB04, "ATLAS_FLAKES", 0),
     (NB04, "CERTIFICATE_DEMO_ROWS", 1),
+    (NB05, "IMAGE_DIR", "<missing>"),
+    (NB05, "RESULTS_DIR", "<a file>"),
+    (NB05, "CACHE_DIR", "<a file>"),
+    (NB05, "WEIGHTS", "imagnet"),
+    (NB05, "LAYER", "block5_pool"),
+    (NB05, "IMAGE_SIZE", 10),
+    (NB05, "PRECISION", "half"),
+    (NB05, "CLOSE_CALL_MARGIN", -1),
+    (NB05, "BATCH_SIZE", 0),
+    (NB05, "TOP_N", 0),
+    (NB05, "EXPLAIN_FILES", "a.png"),
+    (NB05, "K_NEIGHBOURS", 0),
+    (NB05, "SET_SIZE", 1),
+    (NB05, "NEAR_DUPLICATE_RATIO", -1),
 ]
 
 #: The cases run end to end with papermill (each takes a kernel and the imports): the issue's
@@ -126,6 +141,8 @@ RUN_END_TO_END = [
     (NB04, "TOP_N", -1),
     (NB04, "RAY_ADDRESS", "local"),
     (NB04, "CLOSE_CALL_MARGIN", -1),
+    (NB05, "SET_SIZE", 1),
+    (NB05, "LAYER", "block5_pool"),
 ]
 
 
@@ -203,7 +220,7 @@ def test_the_check_cell_refuses_a_bad_value_of_every_parameter(
     assert str(raised.value).startswith(f"{name} = {value!r} is not allowed: ")
 
 
-@pytest.mark.parametrize("notebook", [NB01, NB02, NB03, NB04])
+@pytest.mark.parametrize("notebook", [NB01, NB02, NB03, NB04, NB05])
 def test_the_check_cell_passes_the_defaults(notebook, flakes, tmp_path, capsys):
     run_check_cell(notebook, **good_parameters(notebook, flakes, tmp_path))
     assert capsys.readouterr().out == "Every parameter is allowed.\n"
