@@ -336,6 +336,7 @@ class ShardedRanking:
         seconds: wall time per phase (scan, copies, train, assign, search, merge, certify).
         tasks: per phase, a list of ``{"node", "pid", "peak_mib"}`` of the tasks that ran it.
         shards: the shard paths, in the order their rows are numbered.
+        recall_at_1: ``(recall, rows sampled)`` when asked for, else None.
     """
 
     certified: ann.Certified
@@ -348,6 +349,7 @@ class ShardedRanking:
     seconds: dict
     tasks: dict
     shards: list
+    recall_at_1: tuple | None = None
 
     def record(self) -> dict:
         """The run.json entries: certificate, shards, where each phase ran, memory."""
@@ -396,6 +398,7 @@ def rank_sharded(
     group_rows: int = GROUP_ROWS,
     seed: int = 0,
     progress: bool = True,
+    recall_sample: int = 0,
 ) -> ShardedRanking:
     """Score every readable shard row by its nearest distinct rows, with a certified top-N.
 
@@ -403,6 +406,7 @@ def rank_sharded(
     ``shard_paths``, readable rows only, as ``ray_extract.read_shards`` would stack them.
     ``work_dir`` receives the region files for the run and loses them when it ends.
     ``cells`` and ``nprobe`` override the index (``ann.choose_index``'s by default).
+    ``recall_sample`` rows, drawn at random, are searched exactly too, for ``recall_at_1``.
     """
     import ray
 
@@ -515,10 +519,17 @@ def rank_sharded(
         certified = ann.certify_top(None, nearest, scores, top_n, k_neighbours,
                                     exact_knn=exact_knn)  # fmt: skip
         seconds["certify"] = certified.seconds
+        recall = None
+        if recall_sample:  # as ann.recall_at_1: found when as near as the exact nearest
+            rng = np.random.default_rng(seed)
+            sample = np.sort(rng.choice(n_distinct, min(recall_sample, n_distinct), False))
+            exact_scores = exact_knn(sample)[1]
+            found = scores[sample] <= exact_scores * (1 + ann.FLOAT_SLACK)
+            recall = (float(found.mean()), len(sample))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return ShardedRanking(
         certified=certified, approximate_nearest=nearest, distinct_rows=distinct_rows,
         copies_of=copies_of, n_rows=len(keep), n_distinct=n_distinct, settings=settings,
-        seconds=seconds, tasks=tasks, shards=paths,
+        seconds=seconds, tasks=tasks, shards=paths, recall_at_1=recall,
     )  # fmt: skip
