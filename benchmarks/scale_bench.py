@@ -172,13 +172,15 @@ def sharded_case(n: int, compare_max: int) -> dict:
         started = time.perf_counter()
         paths = write_synthetic_shards(n, Path(folder) / "shards")
         write_seconds = time.perf_counter() - started
+        progress(f"n = {n:,}: shards written in {write_seconds:,.1f} s")
         poller = MemoryPoller()
         info = ray_extract.start_ray(None)
         try:
             started = time.perf_counter()
             ranking = sharded_search.rank_sharded(
-                paths, folder, TOP_N, recall_sample=RECALL_SAMPLE, progress=False
-            )
+                paths, folder, TOP_N, recall_sample=RECALL_SAMPLE, progress=False,
+                on_phase=lambda phase, wall: progress(f"n = {n:,}: {phase} {wall:,.1f} s"),
+            )  # fmt: skip
             total = time.perf_counter() - started
         finally:
             ray_extract.stop_ray()
@@ -193,16 +195,22 @@ def sharded_case(n: int, compare_max: int) -> dict:
             "peak_task_mib": ranking.record()["peak_task_memory_mib"],
         }  # fmt: skip
         if n <= compare_max:  # the in-process path on the same rows, stacked in memory
-            from snowflake_tools import ray_extract as rx
-
-            table = rx.read_shards(Path(folder) / "shards", ["vector"])
+            table = ray_extract.read_shards(Path(folder) / "shards", ["vector"])
             vectors = table.column("vector").combine_chunks()
             rows = vectors.values.to_numpy(zero_copy_only=False).reshape(len(table), -1)
             del table, vectors
+            progress(f"n = {n:,}: the in-process path on the same rows")
+            started = time.perf_counter()
             local, _, _ = ann.rank_at_scale(rows, "auto", TOP_N)
+            result["in_process_seconds"] = time.perf_counter() - started
             ours = np.sort(ranking.certified.scores)[::-1][:TOP_N]
             theirs = np.sort(local.certified.scores)[::-1][:TOP_N]
             result["same_top_as_in_process"] = bool(np.allclose(ours, theirs, rtol=1e-5))
+            result["top_scores"] = {"sharded": ours.tolist(), "in_process": theirs.tolist()}
+            result["largest_relative_difference"] = float(np.max(np.abs(ours - theirs) / theirs))
+        progress(
+            f"n = {n:,}: done {json.dumps({k: v for k, v in result.items() if k != 'top_scores'})}"
+        )
     return result
 
 
@@ -281,15 +289,25 @@ def search_case(n: int, kind: str, full_brute_force_max: int = FULL_BRUTE_FORCE_
     return result
 
 
-def run_child(arguments: list[str]) -> dict:
-    """Run this script with ``arguments`` in a fresh process; return its JSON result."""
+def progress(message: str) -> None:
+    """A child's progress line, on stderr (its stdout carries the result), at once."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def run_child(arguments: list[str], stream: bool = False) -> dict:
+    """Run this script with ``arguments`` in a fresh process; return its JSON result.
+
+    ``stream`` passes the child's stderr (its progress lines) straight through.
+    """
     completed = subprocess.run(
-        [sys.executable, __file__, *arguments], capture_output=True, text=True, check=False
-    )
+        [sys.executable, __file__, *arguments], stdout=subprocess.PIPE,
+        stderr=None if stream else subprocess.PIPE, text=True, check=False,
+    )  # fmt: skip
     for line in completed.stdout.splitlines():
         if line.startswith(RESULT_PREFIX):
             return json.loads(line[len(RESULT_PREFIX) :])
-    raise RuntimeError(f"{arguments} failed:\n{completed.stdout[-3000:]}{completed.stderr[-3000:]}")
+    stderr = completed.stderr[-3000:] if completed.stderr else ""
+    raise RuntimeError(f"{arguments} failed:\n{completed.stdout[-3000:]}{stderr}")
 
 
 def extraction_cases(n_images: int, image_size: int, folder: Path) -> dict:
@@ -540,7 +558,7 @@ def main() -> None:
         for n in [int(size) for size in sizes.split(",") if size]:
             log(f"sharded search: n = {n:,}")
             compare = ["--compare-max", str(args.compare_max)]
-            sharded_results.append(run_child(["--child-sharded", str(n), *compare]))
+            sharded_results.append(run_child(["--child-sharded", str(n), *compare], True))
     extraction = {}
     if not args.no_extraction:
         with tempfile.TemporaryDirectory() as folder:

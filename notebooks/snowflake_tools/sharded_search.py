@@ -396,6 +396,7 @@ def rank_sharded(
     seed: int = 0,
     progress: bool = True,
     recall_sample: int = 0,
+    on_phase=None,
 ) -> ShardedRanking:
     """Score every readable shard row by its nearest distinct rows, with a certified top-N.
 
@@ -404,6 +405,7 @@ def rank_sharded(
     ``work_dir`` receives the region files for the run and loses them when it ends.
     ``cells`` and ``nprobe`` override the index (``ann.choose_index``'s by default).
     ``recall_sample`` rows, drawn at random, are searched exactly too, for ``recall_at_1``.
+    ``on_phase(phase, seconds)`` is called as each phase ends (a long run's log).
     """
     import ray
 
@@ -411,6 +413,12 @@ def rank_sharded(
     if not paths:
         raise ValueError("No shards to search: extract features first (notebook 04, step 1).")
     seconds, tasks = {}, {}
+
+    def finished(phase: str, wall: float) -> None:
+        seconds[phase] = wall
+        if on_phase:
+            on_phase(phase, wall)
+
     remote = {
         name: ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(function)
         for name, function in [("fetch", fetch_rows), ("assign", assign_shard),
@@ -430,7 +438,7 @@ def rank_sharded(
     tasks["scan"] = [{key: info[key] for key in ("node", "pid", "peak_mib")} for info in infos]
     counts = np.array([info["n"] for info in infos], dtype=np.int64)
     hashes = np.concatenate([info["hashes"] for info in infos])
-    seconds["scan"] = time.perf_counter() - started
+    finished("scan", time.perf_counter() - started)
 
     started = time.perf_counter()
     keep, copied = _find_copies(paths, counts, hashes, progress, remote["fetch"])
@@ -438,7 +446,7 @@ def rank_sharded(
     distinct_rows = np.flatnonzero(keep)
     n_distinct = len(distinct_rows)
     copies_of = np.bincount(np.searchsorted(distinct_rows, copied), minlength=n_distinct)
-    seconds["copies"] = time.perf_counter() - started
+    finished("copies", time.perf_counter() - started)
 
     started = time.perf_counter()
     n_groups = max(1, math.ceil(n_distinct / group_rows))
@@ -449,7 +457,7 @@ def rank_sharded(
     n_regions = int(quantizer["cell_group"].max()) + 1
     settings = {"kind": "ivf-sharded", "cells": len(quantizer["centroids"]),
                 "regions": n_regions, "nprobe": n_probe}  # fmt: skip
-    seconds["train"] = time.perf_counter() - started
+    finished("train", time.perf_counter() - started)
 
     folder = Path(work_dir) / f".regions-{uuid.uuid4().hex}"
     folder.mkdir(parents=True)
@@ -465,7 +473,7 @@ def rank_sharded(
         ]  # fmt: skip
         assigned = _gather(futures, "assigning cells", progress)
         tasks["assign"] = [{key: a[key] for key in ("node", "pid", "peak_mib")} for a in assigned]
-        seconds["assign"] = time.perf_counter() - started
+        finished("assign", time.perf_counter() - started)
 
         k_search = min(k_neighbours, n_distinct - 1) + 1
         started = time.perf_counter()
@@ -485,8 +493,8 @@ def rank_sharded(
                 merge_seconds += time.perf_counter() - merge_started
                 tasks["search"].append(where)
                 bar.update(1)
-        seconds["search"] = time.perf_counter() - started - merge_seconds
-        seconds["merge"] = merge_seconds
+        finished("search", time.perf_counter() - started - merge_seconds)
+        finished("merge", merge_seconds)
         rows = np.arange(n_distinct, dtype=np.int64)
         nearest, scores = ann.scores_from_neighbours(rows, distances, labels, k_search - 1)
         del distances, labels
@@ -515,7 +523,7 @@ def rank_sharded(
 
         certified = ann.certify_top(None, nearest, scores, top_n, k_neighbours,
                                     exact_knn=exact_knn)  # fmt: skip
-        seconds["certify"] = certified.seconds
+        finished("certify", certified.seconds)
         recall = None
         if recall_sample:  # as ann.recall_at_1: found when as near as the exact nearest
             rng = np.random.default_rng(seed)
