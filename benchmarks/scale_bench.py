@@ -164,6 +164,24 @@ class MemoryPoller:
                 "largest_worker": largest[1] if largest else ""}  # fmt: skip
 
 
+#: Tries to start Ray for the sharded case, a minute apart: a run of half an hour should not be
+#: lost to a machine that was too busy for Ray's start-up at one moment.
+RAY_START_TRIES = 5
+
+
+def start_ray_when_it_can() -> dict:
+    """``ray_extract.start_ray(None)``, tried again while the machine is too busy for it."""
+    from snowflake_tools import ray_extract
+
+    for attempt in range(1, RAY_START_TRIES):
+        try:
+            return ray_extract.start_ray(None)
+        except RuntimeError as error:
+            progress(f"{error} (try {attempt} of {RAY_START_TRIES}; again in a minute)")
+            time.sleep(60)
+    return ray_extract.start_ray(None)
+
+
 def sharded_case(n: int, compare_max: int) -> dict:
     """The sharded path on ``n`` rows from shards on disk (this child process is the driver)."""
     from snowflake_tools import ray_extract, sharded_search
@@ -174,7 +192,7 @@ def sharded_case(n: int, compare_max: int) -> dict:
         write_seconds = time.perf_counter() - started
         progress(f"n = {n:,}: shards written in {write_seconds:,.1f} s")
         poller = MemoryPoller()
-        info = ray_extract.start_ray(None)
+        info = start_ray_when_it_can()
         try:
             started = time.perf_counter()
             ranking = sharded_search.rank_sharded(

@@ -24,7 +24,9 @@ import snowflake_tools
 from snowflake_tools.parameters import ParameterError
 
 #: The modules the parameters and check cells use (the notebooks import them in Setup).
-CHECK_CELL_MODULES = ("ann", "demo", "features", "fidelity", "parameters", "pooling")
+CHECK_CELL_MODULES = (
+    "ann", "demo", "features", "fidelity", "parameters", "pooling", "sharded_search",
+)  # fmt: skip
 for _module in CHECK_CELL_MODULES:
     importlib.import_module(f"snowflake_tools.{_module}")
 
@@ -96,6 +98,7 @@ BAD_VALUES = [
     (NB04, "RECALL_SAMPLE", 0),
     (NB04, "ATLAS_FLAKES", 0),
     (NB04, "CERTIFICATE_DEMO_ROWS", 1),
+    (NB04, "SEARCH", "cluster"),
 ]
 
 #: The cases run end to end with papermill (each takes a kernel and the imports): the issue's

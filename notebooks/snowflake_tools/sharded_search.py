@@ -328,6 +328,7 @@ class ShardedRanking:
         approximate_nearest: each distinct row's nearest other before the certificate.
         distinct_rows: per distinct id, its row among all readable shard rows (shard order).
         copies_of: per distinct id, how many other rows are exact copies of it.
+        distinct_of: per readable shard row (shard order), its distinct id.
         n_rows, n_distinct: readable rows, and rows left after merging copies.
         settings: ``{"kind": "ivf-sharded", "cells", "regions", "nprobe"}``.
         seconds: wall time per phase (scan, copies, train, assign, search, merge, certify).
@@ -340,6 +341,7 @@ class ShardedRanking:
     approximate_nearest: np.ndarray
     distinct_rows: np.ndarray
     copies_of: np.ndarray
+    distinct_of: np.ndarray
     n_rows: int
     n_distinct: int
     settings: dict
@@ -446,6 +448,8 @@ def rank_sharded(
     distinct_rows = np.flatnonzero(keep)
     n_distinct = len(distinct_rows)
     copies_of = np.bincount(np.searchsorted(distinct_rows, copied), minlength=n_distinct)
+    distinct_of = np.cumsum(keep) - 1
+    distinct_of[~keep] = distinct_of[copied]
     finished("copies", time.perf_counter() - started)
 
     started = time.perf_counter()
@@ -535,6 +539,42 @@ def rank_sharded(
         shutil.rmtree(folder, ignore_errors=True)
     return ShardedRanking(
         certified=certified, approximate_nearest=nearest, distinct_rows=distinct_rows,
-        copies_of=copies_of, n_rows=len(keep), n_distinct=n_distinct, settings=settings,
-        seconds=seconds, tasks=tasks, shards=paths, recall_at_1=recall,
+        copies_of=copies_of, distinct_of=distinct_of, n_rows=len(keep), n_distinct=n_distinct,
+        settings=settings, seconds=seconds, tasks=tasks, shards=paths, recall_at_1=recall,
     )  # fmt: skip
+
+
+def in_listing_order(sharded: ShardedRanking, shard_paths, distinct_sha256):
+    """``(approximate_nearest, certified)`` numbered as the in-process path numbers its rows.
+
+    ``distinct_sha256`` is the content (file SHA-256) of each of that path's distinct rows
+    (``search.group_copies`` over the assembled features); the shards must hold those contents
+    and no others, as after notebook 04's extraction into a fresh ``RESULTS_DIR``.
+    """
+    shard_sha256 = []
+    for path in shard_paths:
+        table = ray_extract.read_shard(path, ["sha256", "error"])
+        errors = table.column("error").to_pylist()
+        shard_sha256 += [key for key, error in zip(table.column("sha256").to_pylist(), errors,
+                                                    strict=True) if error == ""]  # fmt: skip
+    row_of = {key: row for row, key in enumerate(shard_sha256)}
+    ours = np.array([row_of.get(key, -1) for key in distinct_sha256], dtype=np.int64)
+    ids = sharded.distinct_of[np.maximum(ours, 0)]
+    if (ours < 0).any() or sorted(ids) != list(range(sharded.n_distinct)):
+        raise ValueError(
+            "The shards hold flakes that are not in the image folder (or lack some): the "
+            "sharded search ranks every row of its shards. Use a fresh RESULTS_DIR."
+        )
+    order = np.empty_like(ids)
+    order[ids] = np.arange(len(ids))  # sharded id -> our row
+
+    def ours_of(nearest: np.ndarray) -> np.ndarray:
+        return np.where(nearest >= 0, order[np.maximum(nearest, 0)], -1)
+
+    certified = dataclasses.replace(
+        sharded.certified,
+        nearest=ours_of(sharded.certified.nearest[ids]),
+        scores=sharded.certified.scores[ids],
+        exact_rows=np.sort(order[sharded.certified.exact_rows]),
+    )
+    return ours_of(sharded.approximate_nearest[ids]), certified
