@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
+import subprocess
 
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before Ray is imported: loopback only
 
 import numpy as np
+import psutil
 import pyarrow.parquet as pq
 import pytest
 
 from snowflake_tools import ann, ray_extract, sharded_search
 
 TOP_N = 20
+#: A loopback address as ``ss`` prints it.
+LOOPBACK = re.compile(r"^(127\.0\.0\.1|\[::ffff:127\.0\.0\.1\]|\[::1\]):\d+$")
 
 
 def clustered_rows(n: int, d: int = 32, seed: int = 0) -> np.ndarray:
@@ -125,3 +130,36 @@ def test_non_finite_values_name_the_shard(tmp_path):
     paths = write_shards(rows, tmp_path / "shards", parts=2)
     with pytest.raises(ray_extract.DamagedShardError, match="000.parquet.*not finite"):
         sharded_search.read_vectors(paths[0])
+
+
+def listening_addresses(pids: set[int]) -> list[str]:
+    """Local addresses of the TCP sockets these processes listen on (``ss -ltnp``)."""
+    output = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True).stdout
+    return [
+        line.split()[3]
+        for line in output.splitlines()
+        if {int(pid) for pid in re.findall(r"pid=(\d+)", line)} & pids
+    ]
+
+
+@pytest.mark.slow
+def test_two_nodes_both_search_and_certify(two_node_cluster, tmp_path):
+    info = ray_extract.start_ray(two_node_cluster.address)
+    assert info["nodes"] == 2
+    rows = clustered_rows(4000, seed=2)
+    paths = write_shards(rows, tmp_path / "shards", parts=6)
+    sharded = sharded_search.rank_sharded(paths, tmp_path, TOP_N, group_rows=400, progress=False)
+    ray_processes = {child.pid for child in psutil.Process().children(recursive=True)}
+    listening = listening_addresses(ray_processes)
+    ray_extract.stop_ray()
+    two_node_cluster.shutdown()
+
+    nodes = sharded.record()["nodes_by_phase"]
+    assert len(nodes["search"]) == 2 and len(nodes["certify"]) == 2, nodes
+    local, _, _ = ann.rank_at_scale(rows, "flat", TOP_N)
+    assert sharded.certified.holds and same_certified_top(sharded, local)
+    assert listening and all(LOOPBACK.match(address) for address in listening), listening
+    _, alive = psutil.wait_procs(
+        [psutil.Process(pid) for pid in ray_processes if psutil.pid_exists(pid)], timeout=60
+    )
+    assert not alive, [process.cmdline()[:3] for process in alive]
