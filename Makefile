@@ -45,7 +45,9 @@ bench: $(STAMP)
 	mkdir -p $(RESULTS)
 	$(BIN)/python benchmarks/run.py --out $(RESULTS)/bench.md
 
-# Search at 10k, 100k and 1M synthetic rows, and Ray Data extraction (notebook 04, README "At scale").
+# Search at 10k, 100k and 1M synthetic rows, Ray Data extraction, and the sharded search of
+# 10,000,000 rows on Ray (~20 GB of shards in a temporary folder; it may take its half hour or
+# more on 2 cores). Only that case: scale_bench.py --only-sharded (notebook 04, README "At scale").
 bench-scale: $(STAMP)
 	mkdir -p $(RESULTS)
 	$(BIN)/python benchmarks/scale_bench.py --out $(RESULTS)/bench_scale.md

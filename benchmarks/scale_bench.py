@@ -11,6 +11,14 @@ Extraction: ``features.extract_features`` in this process against the Ray Data p
 notebook 04 on a local Ray, and on a two-node Ray cluster started on this machine (every node
 must do work). Every Ray process listens on 127.0.0.1 only and is shut down here.
 
+Sharded (``--sharded-sizes``, 10,000,000 rows by default; ``--only-sharded`` runs nothing
+else): the same kind of rows written shard by shard to Parquet in a temporary folder (never all
+in memory; about 2 KiB per row on disk), then ``sharded_search.rank_sharded`` on a local Ray:
+the time of each phase, the peak memory of the driver and of every Ray worker (psutil polling
+of the process tree), recall@1, and, up to ``--compare-max`` rows (1,000,000), whether the
+in-process path's certified top-100 is the same. At 10,000,000 rows this takes its half hour
+or more on 2 cores; ``--only-sharded --sharded-sizes 10000000`` reruns just that case.
+
 ``--quick`` runs everything small (a test uses it); the numbers are then meaningless.
 """
 
@@ -74,6 +82,160 @@ def synthetic_rows(n: int, d: int = 512, seed: int = 0) -> np.ndarray:
     for group in np.array_split(copies, max(1, len(copies) // 3)):
         rows[group[1:]] = rows[group[0]]
     return rows
+
+
+#: Rows per Parquet shard of the sharded case (about 1 GiB of 512-value rows).
+SHARD_ROWS = 500_000
+#: Seconds between two polls of the memory of the driver and of the Ray workers.
+MEMORY_POLL_S = 1.0
+
+
+def write_synthetic_shards(n: int, folder: Path, shard_rows: int = SHARD_ROWS, d: int = 512):
+    """``n`` rows like :func:`synthetic_rows` in Parquet shards, one shard in memory at a time.
+
+    Every shard draws from the same clusters; each also holds exact copies of rows of the
+    shard before it, so that copies are split across shards. Returns the shard paths.
+    """
+    import pyarrow.parquet as pq
+
+    from snowflake_tools import ray_extract
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    clusters = max(2, int(np.sqrt(n)))
+    centres = rng.gamma(0.6, 1.0, (clusters, d)).astype(np.float32)
+    spread = rng.uniform(0.2, 0.6, clusters).astype(np.float32)
+    paths, previous = [], None
+    for number, start in enumerate(range(0, n, shard_rows)):
+        size = min(shard_rows, n - start)
+        label = rng.integers(0, clusters, size)
+        noise = rng.standard_normal((size, d), dtype=np.float32)
+        rows = np.maximum(centres[label] + spread[label, None] * noise, 0)
+        del noise
+        outliers = rng.choice(size, max(1, size // 1000), replace=False)
+        rows[outliers] = rng.gamma(0.6, 2.0, (len(outliers), d))
+        rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+        copies = rng.choice(size, max(2, size // 100), replace=False)
+        for group in np.array_split(copies, max(1, len(copies) // 3)):
+            rows[group[1:]] = rows[group[0]]
+        if previous is not None:  # copies of the shard before: a copy split across shards
+            rows[rng.choice(size, len(previous), replace=False)] = previous
+        previous = rows[rng.choice(size, min(size, 50), replace=False)].copy()
+        names = [f"{number}-{i}" for i in range(size)]
+        table = ray_extract.shard_table(names, names, rows, [""] * size, "bench", (0.0, 0.0))
+        paths.append(folder / f"{number:04d}.parquet")
+        pq.write_table(table, paths[-1])
+        del rows, table
+    return paths
+
+
+class MemoryPoller:
+    """Peak resident memory of this process and of each other process of its tree (psutil)."""
+
+    def __init__(self):
+        import threading
+
+        import psutil
+
+        self.me = psutil.Process()
+        self.peaks: dict = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.thread.start()
+
+    def _poll(self):
+        while not self.stop.wait(MEMORY_POLL_S):
+            for process in [self.me, *self.me.children(recursive=True)]:
+                try:
+                    key = (process.pid, " ".join(process.cmdline()[:3])[-60:])
+                    rss = process.memory_info().rss / 2**20
+                except Exception:
+                    continue
+                self.peaks[key] = max(self.peaks.get(key, 0.0), rss)
+
+    def finish(self) -> dict:
+        """``{"driver_mib", "largest_worker_mib", "largest_worker"}`` of the polls."""
+        self.stop.set()
+        self.thread.join()
+        others = {key: peak for key, peak in self.peaks.items() if key[0] != self.me.pid}
+        largest = max(others, key=others.get, default=None)
+        mine = [peak for key, peak in self.peaks.items() if key[0] == self.me.pid]
+        # Polled, not the process's lifetime peak: writing the shards before is no part of it.
+        return {"driver_mib": max(mine, default=0.0),
+                "largest_worker_mib": others.get(largest, 0.0),
+                "largest_worker": largest[1] if largest else ""}  # fmt: skip
+
+
+#: Tries to start Ray for the sharded case, a minute apart: a run of half an hour should not be
+#: lost to a machine that was too busy for Ray's start-up at one moment.
+RAY_START_TRIES = 5
+
+
+def start_ray_when_it_can() -> dict:
+    """``ray_extract.start_ray(None)``, tried again while the machine is too busy for it."""
+    from snowflake_tools import ray_extract
+
+    for attempt in range(1, RAY_START_TRIES):
+        try:
+            return ray_extract.start_ray(None)
+        except RuntimeError as error:
+            progress(f"{error} (try {attempt} of {RAY_START_TRIES}; again in a minute)")
+            time.sleep(60)
+    return ray_extract.start_ray(None)
+
+
+def sharded_case(n: int, compare_max: int) -> dict:
+    """The sharded path on ``n`` rows from shards on disk (this child process is the driver)."""
+    from snowflake_tools import ray_extract, sharded_search
+
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as folder:
+        started = time.perf_counter()
+        paths = write_synthetic_shards(n, Path(folder) / "shards")
+        write_seconds = time.perf_counter() - started
+        progress(f"n = {n:,}: shards written in {write_seconds:,.1f} s")
+        poller = MemoryPoller()
+        info = start_ray_when_it_can()
+        try:
+            started = time.perf_counter()
+            ranking = sharded_search.rank_sharded(
+                paths, folder, TOP_N, recall_sample=RECALL_SAMPLE, progress=False,
+                on_phase=lambda phase, wall: progress(f"n = {n:,}: {phase} {wall:,.1f} s"),
+            )  # fmt: skip
+            total = time.perf_counter() - started
+        finally:
+            ray_extract.stop_ray()
+        memory = poller.finish()
+        result = {
+            "n": n, "n_distinct": ranking.n_distinct, "shards": len(paths),
+            "write_seconds": write_seconds, "total_seconds": total,
+            "seconds": ranking.seconds, "index": ranking.settings,
+            "certificate_candidates": ranking.certified.candidates_checked,
+            "certify_rounds": ranking.certified.rounds,
+            "certified": ranking.certified.holds, "recall_at_1": ranking.recall_at_1[0],
+            "recall_sample": ranking.recall_at_1[1], "nodes": info["nodes"], **memory,
+            "peak_task_mib": ranking.record()["peak_task_memory_mib"],
+        }  # fmt: skip
+        if n <= compare_max:  # the in-process path on the same rows, stacked in memory
+            table = ray_extract.read_shards(Path(folder) / "shards", ["vector"])
+            vectors = table.column("vector").combine_chunks()
+            rows = vectors.values.to_numpy(zero_copy_only=False).reshape(len(table), -1)
+            del table, vectors
+            progress(f"n = {n:,}: the in-process path on the same rows")
+            started = time.perf_counter()
+            local, _, _ = ann.rank_at_scale(rows, "auto", TOP_N)
+            result["in_process_seconds"] = time.perf_counter() - started
+            ours = np.sort(ranking.certified.scores)[::-1][:TOP_N]
+            theirs = np.sort(local.certified.scores)[::-1][:TOP_N]
+            # Both number the distinct rows alike (first of each copy group, in shard order).
+            result["same_top_as_in_process"] = same_top(
+                ranking.certified.scores, local.certified.scores, TOP_N
+            ) and bool(np.allclose(ours, theirs, rtol=1e-5))
+            result["top_scores"] = {"sharded": ours.tolist(), "in_process": theirs.tolist()}
+            result["largest_relative_difference"] = float(np.max(np.abs(ours - theirs) / theirs))
+        progress(
+            f"n = {n:,}: done {json.dumps({k: v for k, v in result.items() if k != 'top_scores'})}"
+        )
+    return result
 
 
 def exact_scores(vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -151,15 +313,25 @@ def search_case(n: int, kind: str, full_brute_force_max: int = FULL_BRUTE_FORCE_
     return result
 
 
-def run_child(arguments: list[str]) -> dict:
-    """Run this script with ``arguments`` in a fresh process; return its JSON result."""
+def progress(message: str) -> None:
+    """A child's progress line, on stderr (its stdout carries the result), at once."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def run_child(arguments: list[str], stream: bool = False) -> dict:
+    """Run this script with ``arguments`` in a fresh process; return its JSON result.
+
+    ``stream`` passes the child's stderr (its progress lines) straight through.
+    """
     completed = subprocess.run(
-        [sys.executable, __file__, *arguments], capture_output=True, text=True, check=False
-    )
+        [sys.executable, __file__, *arguments], stdout=subprocess.PIPE,
+        stderr=None if stream else subprocess.PIPE, text=True, check=False,
+    )  # fmt: skip
     for line in completed.stdout.splitlines():
         if line.startswith(RESULT_PREFIX):
             return json.loads(line[len(RESULT_PREFIX) :])
-    raise RuntimeError(f"{arguments} failed:\n{completed.stdout[-3000:]}{completed.stderr[-3000:]}")
+    stderr = completed.stderr[-3000:] if completed.stderr else ""
+    raise RuntimeError(f"{arguments} failed:\n{completed.stdout[-3000:]}{stderr}")
 
 
 def extraction_cases(n_images: int, image_size: int, folder: Path) -> dict:
@@ -323,6 +495,42 @@ def report(search_results: list[dict], extraction: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def sharded_report(results: list[dict]) -> str:
+    """The Markdown of the sharded cases ("" when none ran)."""
+    if not results:
+        return ""
+    phases = ("scan", "copies", "train", "assign", "search", "merge", "certify")
+    lines = [
+        "",
+        "## Sharded search and certificate on Ray (rows stay in their shards)",
+        "",
+        f"Parquet shards of {SHARD_ROWS:,} rows on disk; local Ray; top-{TOP_N} certified; "
+        f"recall@1 on {RECALL_SAMPLE:,} sampled rows. Memory: peak RSS, psutil every "
+        f"{MEMORY_POLL_S:g} s.",
+        "",
+        "| n | shards | index | "
+        + " | ".join(f"{p} s" for p in phases)
+        + " | total s | candidates | certified | recall@1 | driver MiB | largest worker MiB "
+        "| same top as in-process |",
+        "|---|---|---|" + "---|" * len(phases) + "---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        index = r["index"]
+        same = r.get("same_top_as_in_process")
+        lines.append(
+            f"| {r['n']:,} | {r['shards']} | IVF-Flat {index['cells']} cells in "
+            f"{index['regions']} regions, nprobe {index['nprobe']} | "
+            + " | ".join(f"{r['seconds'].get(p, 0):.1f}" for p in phases)
+            + f" | {r['total_seconds']:.1f} | {r['certificate_candidates']:,} | "
+            f"{'yes' if r['certified'] else 'NO'} "
+            f"| {r['recall_at_1']:.3f} | {r['driver_mib']:,.0f} | "
+            f"{r['largest_worker_mib']:,.0f} | "
+            + ("not run" if same is None else "yes" if same else "NO")
+            + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("results/bench_scale.md"))
@@ -337,13 +545,27 @@ def main() -> None:
         default=FULL_BRUTE_FORCE_MAX,
         help="largest n checked against a full brute force (beyond: projected)",
     )
+    parser.add_argument("--sharded-sizes", default="10000000", help="rows of the sharded case")
+    parser.add_argument("--only-sharded", action="store_true", help="run the sharded case only")
+    parser.add_argument("--no-sharded", action="store_true", help="skip the sharded case")
+    parser.add_argument(
+        "--compare-max", type=int, default=1_000_000,
+        help="largest sharded n also ranked in one process for the comparison",
+    )  # fmt: skip
     parser.add_argument("--child-search", nargs=2, metavar=("N", "KIND"), help=argparse.SUPPRESS)
+    parser.add_argument("--child-sharded", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_search:
         n, kind = int(args.child_search[0]), args.child_search[1]
         result = search_case(n, kind, args.full_brute_force_max)
         print(RESULT_PREFIX + json.dumps(result), flush=True)
         return
+    if args.child_sharded:
+        result = sharded_case(args.child_sharded, args.compare_max)
+        print(RESULT_PREFIX + json.dumps(result), flush=True)
+        return
+    if args.only_sharded:
+        args.sizes, args.no_extraction = "", True
     if args.quick:
         # Two sizes, so that both the full and the projected brute force run.
         args.sizes, args.images, args.image_size = "1500,3000", 6, 32
@@ -356,13 +578,20 @@ def main() -> None:
                 log(f"search: n = {n:,}, {kind}")
                 limit = ["--full-brute-force-max", str(args.full_brute_force_max)]
                 search_results.append(run_child(["--child-search", str(n), kind, *limit]))
+    sharded_results = []
+    if not args.no_sharded:
+        sizes = "3000" if args.quick else args.sharded_sizes
+        for n in [int(size) for size in sizes.split(",") if size]:
+            log(f"sharded search: n = {n:,}")
+            compare = ["--compare-max", str(args.compare_max)]
+            sharded_results.append(run_child(["--child-sharded", str(n), *compare], True))
     extraction = {}
     if not args.no_extraction:
         with tempfile.TemporaryDirectory() as folder:
             extraction = extraction_cases(args.images, args.image_size, Path(folder))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report(search_results, extraction))
-    record = {"search": search_results, "extraction": extraction}
+    args.out.write_text(report(search_results, extraction) + sharded_report(sharded_results))
+    record = {"search": search_results, "extraction": extraction, "sharded": sharded_results}
     args.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     log(f"wrote {args.out} and {args.out.with_suffix('.json')}")
 

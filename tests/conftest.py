@@ -68,6 +68,8 @@ Fixtures
     Attributes: ``server``, ``elsewhere``, ``index_url``, ``expected_sha256``, ``image_skips``
     and ``page_skips`` (URL -> start of the reason), ``malformed_links``.
     ``gzip_bomb(n_bytes)`` builds a gzip stream inflating to ``n_bytes`` (``BOMB_BYTES``).
+``two_node_cluster`` -> ``ray.cluster_utils.Cluster`` (two Ray nodes on loopback, shut down
+    after the test; connect with ``ray_extract.start_ray(cluster.address)``)
 """
 
 from __future__ import annotations
@@ -742,3 +744,24 @@ def demo_flakes(tmp_path):
     folder = tmp_path / "flakes"
     demo.make_demo_set(folder, count=12, side=96, progress=False)
     return folder
+
+
+@pytest.fixture
+def two_node_cluster():
+    """A Ray cluster of two nodes on this machine (loopback), 2 CPUs each; shut down after."""
+    from snowflake_tools import ray_extract
+
+    os.environ[ray_extract.LOOPBACK_SWITCH] = "0"  # before Ray is imported: loopback only
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 2, "include_dashboard": False},
+    )
+    cluster.add_node(num_cpus=2)
+    cluster.wait_for_nodes()
+    try:
+        yield cluster
+    finally:
+        ray_extract.stop_ray()
+        cluster.shutdown()

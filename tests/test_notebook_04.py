@@ -104,3 +104,35 @@ def test_close_calls_send_auto_back_to_float32(run_notebook, tmp_path):
     expected = pd.read_csv(tmp_path / "f32" / "scale" / "uniqueness.csv", keep_default_na=False)
     ranking = pd.read_csv(tmp_path / "auto" / "scale" / "uniqueness.csv", keep_default_na=False)
     pd.testing.assert_frame_equal(ranking, expected)
+
+
+def test_search_on_ray_ranks_as_in_process(run_notebook, tmp_path):
+    image_dir = make_folder(tmp_path / "flakes")
+    common = dict(
+        IMAGE_DIR=str(image_dir),
+        WEIGHTS=None,
+        IMAGE_SIZE=32,
+        BATCH_SIZE=4,
+        TOP_N=10,
+        PRECISION="float32",
+    )  # fmt: skip  (TOP_N 10: every distinct flake certified exact)
+    run_notebook(NOTEBOOK, RESULTS_DIR=str(tmp_path / "local"), SEARCH="local", **common)
+    run_notebook(NOTEBOOK, RESULTS_DIR=str(tmp_path / "ray"), SEARCH="ray", **common)
+
+    local, on_ray = (
+        pd.read_csv(tmp_path / where / "scale" / "uniqueness.csv", keep_default_na=False)
+        for where in ("local", "ray")
+    )
+    pd.testing.assert_frame_equal(on_ray, local, rtol=1e-5)
+    run = json.loads((tmp_path / "ray" / "scale" / "run.json").read_text())
+    assert run["search_path"] == "ray" and run["certified"] is True
+    record = run["sharded"]
+    assert (
+        record["certified"] is True
+        and record["certificate_candidates"] == run["certificate_candidates"]
+        and record["n_distinct"] == 10
+    )
+    assert record["shards"] and all(path.endswith(".parquet") for path in record["shards"])
+    assert set(record["nodes_by_phase"]) >= {"scan", "train", "assign", "search", "certify"}
+    assert record["peak_task_memory_mib"] > 0
+    assert json.loads((tmp_path / "local" / "scale" / "run.json").read_text())["sharded"] is None

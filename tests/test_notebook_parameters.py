@@ -24,7 +24,9 @@ import snowflake_tools
 from snowflake_tools.parameters import ParameterError
 
 #: The modules the parameters and check cells use (the notebooks import them in Setup).
-CHECK_CELL_MODULES = ("ann", "demo", "features", "fidelity", "parameters", "pooling", "search")
+CHECK_CELL_MODULES = (
+    "ann", "demo", "features", "fidelity", "parameters", "pooling", "search", "sharded_search",
+)  # fmt: skip
 for _module in CHECK_CELL_MODULES:
     importlib.import_module(f"snowflake_tools.{_module}")
 
@@ -98,6 +100,7 @@ BAD_VALUES = [
     (NB04, "RECALL_SAMPLE", 0),
     (NB04, "ATLAS_FLAKES", 0),
     (NB04, "CERTIFICATE_DEMO_ROWS", 1),
+    (NB04, "SEARCH", "cluster"),
     (NB05, "IMAGE_DIR", "<missing>"),
     (NB05, "RESULTS_DIR", "<a file>"),
     (NB05, "CACHE_DIR", "<a file>"),

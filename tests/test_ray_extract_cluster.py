@@ -15,23 +15,6 @@ from snowflake_tools import features, images, ray_extract
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def two_node_cluster():
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={"num_cpus": 2, "include_dashboard": False},
-    )
-    cluster.add_node(num_cpus=2)
-    cluster.wait_for_nodes()
-    try:
-        yield cluster
-    finally:
-        ray_extract.stop_ray()
-        cluster.shutdown()
-
-
 def test_both_nodes_extract(two_node_cluster, tmp_path):
     info = ray_extract.start_ray(two_node_cluster.address)
     assert info == {"address_kind": "cluster", "nodes": 2, "cpus": 4}

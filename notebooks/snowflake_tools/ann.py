@@ -128,7 +128,13 @@ def knn_scores(
     k = min(k, len(vectors) - 1)
     if k < 1:
         return np.full(len(queries), -1, dtype=np.int64), np.full(len(queries), np.nan)
-    distances, labels = search_rows(index, vectors, queries, k + 1)
+    return scores_from_neighbours(queries, *search_rows(index, vectors, queries, k + 1), k)
+
+
+def scores_from_neighbours(
+    queries: np.ndarray, distances: np.ndarray, labels: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`knn_scores` from a search's ``k + 1`` nearest rows of each query (self included)."""
     others = (labels != queries[:, None]) & (labels >= 0)
     first_k = others & (np.cumsum(others, axis=1) <= k)
     total = np.where(first_k, distances.astype(np.float64), 0.0).sum(axis=1)
@@ -221,6 +227,7 @@ def certify_top(
     top_n: int,
     k_neighbours: int = 1,
     start_k: int | None = None,
+    exact_knn=None,
 ) -> Certified:
     """Make the ``top_n`` highest scores exact, with a proof that no other row belongs there.
 
@@ -238,6 +245,8 @@ def certify_top(
             rows makes all of them exact, and the record says how many (``top_n``).
         k_neighbours: the ``k`` of the scores (1 = nearest distinct neighbour, or more).
         start_k: the first ``K`` (default: ``2 * top_n``, at least 100).
+        exact_knn: ``rows -> (nearest, scores)``, exact; default: brute force over
+            ``vectors``. ``sharded_search`` passes one that asks every shard (``vectors=None``).
 
     Raises ValueError for a ``top_n`` or ``k_neighbours`` below 1: without neighbours there
     are no scores, and a ranking without scores is never certified.
@@ -248,16 +257,21 @@ def certify_top(
             f"{k_neighbours}: without neighbours there is no score to certify."
         )
     started = time.perf_counter()
-    n = len(vectors)
+    n = len(scores)
     top_n = min(top_n, n)
     nearest, scores = nearest.copy(), np.asarray(scores, dtype=np.float64).copy()
-    exact_index = BruteForce(vectors)
+    if exact_knn is None:
+        exact_index = BruteForce(vectors)
+
+        def exact_knn(rows):
+            return knn_scores(exact_index, vectors, rows, k_neighbours)
+
     exact = np.zeros(n, dtype=bool)
 
     def rescore(rows: np.ndarray) -> None:
         """Make the scores of ``rows`` exact, in place; rows already exact are skipped."""
         todo = rows[~exact[rows]]
-        nearest[todo], scores[todo] = knn_scores(exact_index, vectors, todo, k_neighbours)
+        nearest[todo], scores[todo] = exact_knn(todo)
         exact[todo] = True
 
     candidates_checked, rounds, bound, top_n_exact = double_until_certified(

@@ -341,6 +341,15 @@ class DamagedShardError(ValueError):
             "its images are extracted anew."
         )
 
+    @classmethod
+    def reading(cls, path: str | os.PathLike, error: Exception) -> DamagedShardError:
+        """The error for ``path``, whose reading failed with ``error`` (its first line)."""
+        return cls(Path(path), str(error).splitlines()[0] if str(error) else type(error).__name__)
+
+    def __reduce__(self):
+        """Rebuilt from its path and reason (a Ray task raises it in another process)."""
+        return type(self), (self.path, self.reason)
+
 
 def read_shards(folder: str | os.PathLike, columns: Sequence[str] = COLUMNS) -> pa.Table:
     """All rows of the Parquet shards in ``folder`` (an empty table when there are none).
@@ -350,16 +359,15 @@ def read_shards(folder: str | os.PathLike, columns: Sequence[str] = COLUMNS) -> 
     paths = sorted(Path(folder).glob("*.parquet"))
     if not paths:
         return pa.table({name: pa.array([], pa.string()) for name in columns if name != "vector"})
-    return pa.concat_tables([_read_shard(path, columns) for path in paths])
+    return pa.concat_tables([read_shard(path, columns) for path in paths])
 
 
-def _read_shard(path: Path, columns: Sequence[str]) -> pa.Table:
+def read_shard(path: str | os.PathLike, columns: Sequence[str] = COLUMNS) -> pa.Table:
     """One shard's ``columns``; a damaged file is a one-line error that says what to do."""
     try:
         return pq.read_table(path, columns=list(columns))
     except (pa.ArrowException, OSError) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise DamagedShardError(path, reason) from error
+        raise DamagedShardError.reading(path, error) from error
 
 
 def clean_shard_folder(folder: str | os.PathLike) -> set[str]:
@@ -376,7 +384,7 @@ def clean_shard_folder(folder: str | os.PathLike) -> set[str]:
     known: set[str] = set()
     for path in sorted(folder.glob("*.parquet")):
         try:
-            known.update(_read_shard(path, ["sha256"]).column("sha256").to_pylist())
+            known.update(read_shard(path, ["sha256"]).column("sha256").to_pylist())
         except DamagedShardError as error:
             print(
                 f"The shard {path} is damaged ({error.reason}): deleted, its images are "

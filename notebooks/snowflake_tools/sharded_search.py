@@ -1,0 +1,581 @@
+"""Uniqueness over rows that never sit in one process: the search and certificate on Ray.
+
+Notebook 04 chooses this path above :data:`LOCAL_MAX_ROWS` rows (``SEARCH = "auto"``); it gives
+the same certified top-N as ``ann.rank_at_scale`` (steps 4 and 5 explain the ideas), but every
+step that touches the rows is a Ray task, so any node of a cluster can do it:
+
+1. **Scan** each Parquet shard: a content hash per row (to find exact copies) and a sample.
+2. **Copies**: rows with equal hashes are confirmed equal on their vectors; a copy's first row
+   stays, the others leave the search (as ``search.group_copies`` does in one process).
+3. **Train** once, on the sample: a two-level IVF quantizer. ``groups`` coarse centroids split
+   the space into regions of about :data:`GROUP_ROWS` rows; each region gets its own IVF cells.
+4. **Assign** each shard's distinct rows to their ``nprobe`` nearest cells (looking only in the
+   :data:`GROUP_PROBE` nearest regions, so the cost does not grow with the number of cells),
+   and write them once, region by region, as memory-mappable ``.npy`` files: a row goes to its
+   own region and, as a query only, to every other region one of its cells lies in.
+5. **Search** each region in one task: every query against the rows of the cells it probes
+   there, exactly (IVF-Flat, cell by cell, as ``ann.search_rows`` does). The driver keeps each
+   row's nearest over the regions: real rows at exact distances, so scores over-estimate.
+6. **Certify** as ``ann.certify_top``, with the exact step asked of every region: each returns,
+   for each candidate, its nearest rows there; the driver keeps the nearest.
+
+No process holds all rows: a task holds one shard or one region; the driver holds a few numbers
+per row (hash, scores, nearest). IVF-PQ with fast scan would keep less in memory, but on
+pooled-feature-like rows its 4-bit codes ranked the true nearest row among the first 16 for
+only 11 % of rows (200,000 rows, 512 values; ``make bench-scale``), so IVF-Flat it is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import os
+import resource
+import shutil
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from snowflake_tools import ann, ray_extract, search
+
+#: ``SEARCH = "auto"`` keeps the in-process search up to this many rows: 1,000,000 rows of 512
+#: float32 values are 2 GiB, searched in 161 s on 2 cores; beyond, the rows go to Ray.
+LOCAL_MAX_ROWS = 1_000_000
+#: ``SEARCH`` values the notebook accepts.
+SEARCH_PATHS = ("auto", "local", "ray")
+#: Distinct rows per region (one search task): bounds a task's memory to about 2 x 400 MB of
+#: 512-value rows (its own rows and the queries that probe them from other regions).
+GROUP_ROWS = 200_000
+#: Regions searched for each row's cells: its nearest few, not all of them.
+GROUP_PROBE = 4
+#: Training rows per IVF cell, as in one process.
+TRAIN_PER_CELL = ann.IVF_TRAIN_PER_CELL
+#: k-means iterations of the training: the cells need not be optimal, only reasonable.
+TRAIN_ITERATIONS = 10
+
+
+def choose_path(n_rows: int, search_path: str = "auto") -> str:
+    """``"local"`` or ``"ray"`` for ``n_rows`` rows: ``"auto"`` is local up to LOCAL_MAX_ROWS."""
+    if search_path not in SEARCH_PATHS:
+        raise ValueError(
+            f"SEARCH must be one of {', '.join(map(repr, SEARCH_PATHS))}, got {search_path!r}."
+        )
+    if search_path == "auto":
+        return "local" if n_rows <= LOCAL_MAX_ROWS else "ray"
+    return search_path
+
+
+def count_rows(paths) -> int:
+    """Rows in the Parquet shards, from their footers (nothing else is read).
+
+    A shard that cannot be read raises ``ray_extract.DamagedShardError``, naming it.
+    """
+    total = 0
+    for path in paths:
+        try:
+            total += pq.ParquetFile(path).metadata.num_rows
+        except (pa.ArrowException, OSError) as error:
+            raise ray_extract.DamagedShardError.reading(path, error) from error
+    return total
+
+
+def read_vectors(path: str | os.PathLike) -> np.ndarray:
+    """The vectors of one shard's readable rows (``error`` empty), float32 ``(n, d)``.
+
+    A shard that cannot be read, or holds values that are not finite, raises
+    ``ray_extract.DamagedShardError``, naming it (the extraction's rule).
+    """
+    table = ray_extract.read_shard(path, ["vector", "error"])
+    keep = np.array([error == "" for error in table.column("error").to_pylist()], dtype=bool)
+    vectors = table.column("vector").combine_chunks()
+    width = vectors.type.list_size if len(table) else 0
+    matrix = vectors.values.to_numpy(zero_copy_only=False).reshape(len(table), width)
+    matrix = np.ascontiguousarray(matrix[keep], dtype=np.float32)
+    if not np.isfinite(matrix).all():
+        raise ray_extract.DamagedShardError(Path(path), "values that are not finite numbers")
+    return matrix
+
+
+def row_hashes(vectors: np.ndarray) -> np.ndarray:
+    """A 64-bit content hash per row; equal rows (``-0.0`` equal to ``0.0``) hash equal."""
+    rows = np.ascontiguousarray(vectors + np.float32(0))  # + 0 turns -0.0 into 0.0
+    return np.array(
+        [int.from_bytes(hashlib.blake2b(row, digest_size=8).digest(), "little") for row in rows],
+        dtype=np.uint64,
+    )
+
+
+def _where() -> dict:
+    """The Ray node running this task, and this process's peak memory so far."""
+    import ray
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_mib = peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+    return {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
+            "peak_mib": peak_mib}  # fmt: skip
+
+
+def scan_shard(path: str, sample_share: float, seed: int):
+    """Task: the shard's row hashes and a random sample of its rows (for the training)."""
+    vectors = read_vectors(path)
+    rng = np.random.default_rng([seed, len(vectors)])
+    sample = vectors[np.flatnonzero(rng.random(len(vectors)) < sample_share)]
+    return {"n": len(vectors), "hashes": row_hashes(vectors), **_where()}, sample
+
+
+def fetch_rows(path: str, positions: np.ndarray) -> np.ndarray:
+    """Task: the vectors at ``positions`` among a shard's readable rows."""
+    return read_vectors(path)[positions]
+
+
+def _kmeans(vectors: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """``k`` k-means centroids of ``vectors`` (all of them when there are at most ``k``)."""
+    if len(vectors) <= k:
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+    kmeans = faiss.Kmeans(
+        vectors.shape[1], k, niter=TRAIN_ITERATIONS, seed=seed,
+        max_points_per_centroid=TRAIN_PER_CELL, verbose=False,
+    )  # fmt: skip
+    kmeans.train(np.ascontiguousarray(vectors, dtype=np.float32))
+    return kmeans.centroids
+
+
+def train_quantizer(cells: int, groups: int, seed: int, *samples):
+    """Task: the two-level quantizer from the scanned samples.
+
+    Returns ``(centroids, cell_group)``: the cells' centroids float32 ``(cells', d)`` and each
+    cell's region; the regions' own centroids are the mean of their cells', weighted alike.
+    """
+    sample = np.concatenate(samples)
+    tops = _kmeans(sample, groups, seed)
+    home = faiss.knn(sample, tops, 1)[1][:, 0]
+    centroids, cell_group = [], []
+    for members in (sample[home == group] for group in range(len(tops))):
+        if len(members):  # a region's cells in proportion to its share of the sample
+            share = max(1, round(cells * len(members) / len(sample)))
+            centroids.append(_kmeans(members, share, seed))
+            cell_group.append(np.full(len(centroids[-1]), len(cell_group), dtype=np.int64))
+    centroids, cell_group = np.concatenate(centroids), np.concatenate(cell_group)
+    return {"centroids": centroids, "cell_group": cell_group, **_where()}
+
+
+def assign_cells(vectors: np.ndarray, centroids: np.ndarray, cell_group: np.ndarray, nprobe: int):
+    """Each row's ``nprobe`` nearest cells (nearest first), looking in its nearest regions.
+
+    Returns int64 ``(n, nprobe)`` cell numbers (``-1`` where fewer cells exist).
+    """
+    n_groups = int(cell_group.max()) + 1
+    tops = np.stack([centroids[cell_group == g].mean(axis=0) for g in range(n_groups)])
+    near_groups = faiss.knn(vectors, tops, min(GROUP_PROBE, n_groups))[1]
+    heap = faiss.ResultHeap(len(vectors), nprobe)
+    for group in range(n_groups):
+        rows = np.flatnonzero((near_groups == group).any(axis=1))
+        if not len(rows):
+            continue
+        cells = np.flatnonzero(cell_group == group)
+        distances, found = faiss.knn(vectors[rows], centroids[cells], min(nprobe, len(cells)))
+        pad = nprobe - found.shape[1]
+        distances = np.pad(distances, ((0, 0), (0, pad)), constant_values=np.inf)
+        found = np.pad(np.where(found >= 0, cells[np.maximum(found, 0)], -1),
+                       ((0, 0), (0, pad)), constant_values=-1)  # fmt: skip
+        heap.add_result_subset(rows.astype(np.int64), distances, found)
+    heap.finalize()
+    return heap.I
+
+
+def assign_shard(
+    path: str, number: int, keep: np.ndarray, first_id: int, quantizer: dict, nprobe: int,
+    folder: str,
+):  # fmt: skip
+    """Task: write a shard's distinct rows, region by region, as memory-mappable files.
+
+    ``keep`` marks the shard's distinct rows; they get ids ``first_id, first_id + 1, ...``.
+    Region ``g`` gets ``g-<shard>.vectors.npy`` (float32 rows), ``.ids.npy`` (int64),
+    ``.cells.npy`` (int64 ``(m, nprobe)``, own cell first; ``-1`` for cells of other regions)
+    and ``.home.npy`` (bool: the row's own cell is in this region).
+    """
+    vectors = read_vectors(path)[keep]
+    ids = first_id + np.arange(len(vectors), dtype=np.int64)
+    cells = assign_cells(vectors, quantizer["centroids"], quantizer["cell_group"], nprobe)
+    regions = np.where(cells >= 0, quantizer["cell_group"][np.maximum(cells, 0)], -1)
+    written = {}
+    for group in np.unique(regions[regions >= 0]):
+        rows = np.flatnonzero((regions == group).any(axis=1))
+        stem = Path(folder) / f"{group}-{number}"
+        local = np.where(regions[rows] == group, cells[rows], -1)
+        parts = {"vectors": vectors[rows], "ids": ids[rows], "cells": local,
+                 "home": regions[rows, 0] == group}  # fmt: skip
+        for name, array in parts.items():
+            temporary = stem.with_name(f".{stem.name}.{name}.npy")
+            np.save(temporary, array)
+            temporary.rename(stem.with_name(f"{stem.name}.{name}.npy"))
+        written[int(group)] = len(rows)
+    return {"written": written, **_where()}
+
+
+def _load_region(folder: str, group: int, mmap: bool = False) -> dict:
+    """A region's rows from every shard's files (memory-mapped with ``mmap``)."""
+    stems = sorted(Path(folder).glob(f"{group}-*.ids.npy"))
+    parts = {name: [] for name in ("vectors", "ids", "cells", "home")}
+    for stem in stems:
+        base = str(stem)[: -len(".ids.npy")]
+        for name in parts:
+            parts[name].append(np.load(f"{base}.{name}.npy", mmap_mode="r" if mmap else None))
+    return parts
+
+
+def search_region(folder: str, group: int, k: int):
+    """Task: every query of a region against the rows of the cells it probes there.
+
+    Returns ``(ids, distances, labels)``: the region's queries (its rows and the visitors) and
+    their ``k`` nearest rows among the region's own, exact squared L2 (labels are row ids).
+    """
+    parts = _load_region(folder, group)
+    vectors = np.concatenate(parts["vectors"])
+    ids, cells = np.concatenate(parts["ids"]), np.concatenate(parts["cells"])
+    home = np.concatenate(parts["home"])
+    heap = faiss.ResultHeap(len(vectors), k)
+    own = np.flatnonzero(home)
+    own_cell = cells[own, 0]
+    order = np.argsort(own_cell, kind="stable")
+    bounds = np.searchsorted(own_cell[order], np.unique(own_cell), side="left")
+    for cell, start, stop in zip(
+        np.unique(own_cell), bounds, [*bounds[1:], len(order)], strict=True
+    ):
+        data = own[order[start:stop]]
+        queries = np.flatnonzero((cells == cell).any(axis=1))
+        distances, found = faiss.knn(vectors[queries], vectors[data], min(k, len(data)))
+        pad = k - found.shape[1]
+        distances = np.pad(distances, ((0, 0), (0, pad)), constant_values=np.inf)
+        found = np.pad(np.where(found >= 0, ids[data][np.maximum(found, 0)], -1),
+                       ((0, 0), (0, pad)), constant_values=-1)  # fmt: skip
+        heap.add_result_subset(queries.astype(np.int64), distances, found)
+    heap.finalize()
+    return ids, heap.D, heap.I, _where()
+
+
+def exact_region(folder: str, group: int, queries: np.ndarray, k: int):
+    """Task: the ``k`` nearest rows of this region to each query vector, exact (brute force)."""
+    parts = _load_region(folder, group, mmap=True)
+    distances = np.full((len(queries), k), np.inf, dtype=np.float32)
+    labels = np.full((len(queries), k), -1, dtype=np.int64)
+    for vectors, ids, home in zip(parts["vectors"], parts["ids"], parts["home"], strict=True):
+        own = np.flatnonzero(home)
+        if not len(own):
+            continue
+        found_d, found = faiss.knn(queries, np.ascontiguousarray(vectors[own]), min(k, len(own)))
+        found = np.where(found >= 0, ids[own][np.maximum(found, 0)], -1)
+        distances, labels = merge_nearest(distances, labels, found_d, found, k)
+    return distances, labels, _where()
+
+
+def fetch_region_rows(folder: str, group: int, wanted: np.ndarray):
+    """Task: ``(ids, vectors)`` of the rows in ``wanted`` whose own region this is."""
+    parts = _load_region(folder, group, mmap=True)
+    found_ids, found_vectors = [], []
+    for vectors, ids, home in zip(parts["vectors"], parts["ids"], parts["home"], strict=True):
+        rows = np.flatnonzero(home & np.isin(ids, wanted))
+        found_ids.append(np.asarray(ids[rows]))
+        found_vectors.append(np.asarray(vectors[rows]))
+    width = parts["vectors"][0].shape[1] if parts["vectors"] else 0
+    if not found_ids:
+        return np.empty(0, np.int64), np.empty((0, width), np.float32)
+    return np.concatenate(found_ids), np.concatenate(found_vectors)
+
+
+def merge_nearest(distances, labels, more_distances, more_labels, k: int):
+    """Per row, the ``k`` nearest of two lists of neighbours (``-1`` labels sort last)."""
+    all_d = np.concatenate([distances, more_distances], axis=1)
+    all_l = np.concatenate([labels, more_labels], axis=1)
+    all_d = np.where(all_l >= 0, all_d, np.inf)
+    order = np.argsort(all_d, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(all_d, order, 1), np.take_along_axis(all_l, order, 1)
+
+
+def _gather(futures: list, description: str, progress: bool) -> list:
+    """``ray.get`` of ``futures`` in order, with a progress bar; a damaged shard in one line."""
+    import ray
+
+    pending = list(futures)
+    with tqdm(total=len(futures), desc=description, disable=not progress) as bar:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            bar.update(len(done))
+            try:
+                ray.get(done)
+            except ray.exceptions.RayTaskError as error:
+                cause = error.cause if hasattr(error, "cause") else error
+                if isinstance(cause, ray_extract.DamagedShardError):
+                    raise ray_extract.DamagedShardError(cause.path, cause.reason) from None
+                raise
+    return ray.get(futures)
+
+
+@dataclasses.dataclass
+class ShardedRanking:
+    """What :func:`rank_sharded` returns.
+
+    Attributes:
+        certified: the ``ann.Certified`` record over the distinct rows (ids in shard order).
+        approximate_nearest: each distinct row's nearest other before the certificate.
+        distinct_rows: per distinct id, its row among all readable shard rows (shard order).
+        copies_of: per distinct id, how many other rows are exact copies of it.
+        distinct_of: per readable shard row (shard order), its distinct id.
+        n_rows, n_distinct: readable rows, and rows left after merging copies.
+        settings: ``{"kind": "ivf-sharded", "cells", "regions", "nprobe"}``.
+        seconds: wall time per phase (scan, copies, train, assign, search, merge, certify).
+        tasks: per phase, a list of ``{"node", "pid", "peak_mib"}`` of the tasks that ran it.
+        shards: the shard paths, in the order their rows are numbered.
+        recall_at_1: ``(recall, rows sampled)`` when asked for, else None.
+    """
+
+    certified: ann.Certified
+    approximate_nearest: np.ndarray
+    distinct_rows: np.ndarray
+    copies_of: np.ndarray
+    distinct_of: np.ndarray
+    n_rows: int
+    n_distinct: int
+    settings: dict
+    seconds: dict
+    tasks: dict
+    shards: list
+    recall_at_1: tuple | None = None
+
+    def record(self) -> dict:
+        """The run.json entries: certificate, shards, where each phase ran, memory."""
+        nodes = {phase: sorted({t["node"] for t in tasks}) for phase, tasks in self.tasks.items()}
+        peaks = [t["peak_mib"] for tasks in self.tasks.values() for t in tasks]
+        return {
+            "search_path": "ray", "index": self.settings, "certified": self.certified.holds,
+            "certificate_candidates": self.certified.candidates_checked,
+            "certify_rounds": self.certified.rounds,
+            "n_rows": self.n_rows, "n_distinct": self.n_distinct,
+            "shards": [str(path) for path in self.shards], "nodes_by_phase": nodes,
+            "seconds": self.seconds, "peak_task_memory_mib": max(peaks, default=0.0),
+        }  # fmt: skip
+
+
+def _find_copies(paths, counts, hashes, progress: bool, fetch):
+    """Which rows stay, and which earlier row each other one copies (confirmed on vectors).
+
+    Returns ``(keep, copied)``: bool per row (False for a copy of an earlier row) and, per row
+    that goes, the row it copies (in the order of ``np.flatnonzero(~keep)``).
+    """
+    keep = np.ones(len(hashes), dtype=bool)
+    order = np.argsort(hashes, kind="stable")
+    same = np.flatnonzero(hashes[order][1:] == hashes[order][:-1])
+    suspects = np.unique(np.concatenate([order[same], order[same + 1]]))
+    if not len(suspects):
+        return keep, np.empty(0, np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    shard_of = np.searchsorted(offsets, suspects, side="right") - 1
+    futures = [
+        fetch.remote(paths[s], suspects[shard_of == s] - offsets[s]) for s in np.unique(shard_of)
+    ]
+    vectors = np.concatenate(_gather(futures, "confirming copies", progress))
+    # Rows are in global order, so each group's first row is its earliest: the one that stays.
+    copies = search.group_copies(vectors)
+    keep[suspects[copies.extra_rows]] = False
+    return keep, suspects[copies.first_rows[copies.groups[copies.extra_rows]]]
+
+
+def rank_sharded(
+    shard_paths,
+    work_dir: str | os.PathLike,
+    top_n: int = 100,
+    k_neighbours: int = 1,
+    cells: int | None = None,
+    nprobe: int | None = None,
+    group_rows: int = GROUP_ROWS,
+    seed: int = 0,
+    progress: bool = True,
+    recall_sample: int = 0,
+    on_phase=None,
+) -> ShardedRanking:
+    """Score every readable shard row by its nearest distinct rows, with a certified top-N.
+
+    Ray must be running (``ray_extract.start_ray``). The rows are numbered in the order of
+    ``shard_paths``, readable rows only, as ``ray_extract.read_shards`` would stack them.
+    ``work_dir`` receives the region files for the run and loses them when it ends.
+    ``cells`` and ``nprobe`` override the index (``ann.choose_index``'s by default).
+    ``recall_sample`` rows, drawn at random, are searched exactly too, for ``recall_at_1``.
+    ``on_phase(phase, seconds)`` is called as each phase ends (a long run's log).
+    """
+    import ray
+
+    paths = [str(path) for path in shard_paths]
+    if not paths:
+        raise ValueError("No shards to search: extract features first (notebook 04, step 1).")
+    seconds, tasks = {}, {}
+
+    def finished(phase: str, wall: float) -> None:
+        seconds[phase] = wall
+        if on_phase:
+            on_phase(phase, wall)
+
+    remote = {
+        name: ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(function)
+        for name, function in [("fetch", fetch_rows), ("assign", assign_shard),
+                               ("search", search_region), ("exact", exact_region),
+                               ("rows", fetch_region_rows)]
+    }  # fmt: skip
+
+    started = time.perf_counter()
+    n_listed = count_rows(paths)
+    settings = ann.choose_index(max(n_listed, 1), "ivf", nprobe)
+    n_cells = cells or settings["cells"]
+    n_probe = min(n_cells, nprobe or settings["nprobe"])
+    share = min(1.0, TRAIN_PER_CELL * n_cells / max(n_listed, 1))
+    scan = ray.remote(num_cpus=1, num_returns=2, scheduling_strategy="SPREAD")(scan_shard)
+    scanned = [scan.remote(path, share, seed) for path in paths]
+    infos = _gather([info for info, _ in scanned], "scanning shards", progress)
+    tasks["scan"] = [{key: info[key] for key in ("node", "pid", "peak_mib")} for info in infos]
+    counts = np.array([info["n"] for info in infos], dtype=np.int64)
+    hashes = np.concatenate([info["hashes"] for info in infos])
+    finished("scan", time.perf_counter() - started)
+
+    started = time.perf_counter()
+    keep, copied = _find_copies(paths, counts, hashes, progress, remote["fetch"])
+    del hashes
+    distinct_rows = np.flatnonzero(keep)
+    n_distinct = len(distinct_rows)
+    copies_of = np.bincount(np.searchsorted(distinct_rows, copied), minlength=n_distinct)
+    distinct_of = np.cumsum(keep) - 1
+    distinct_of[~keep] = distinct_of[copied]
+    finished("copies", time.perf_counter() - started)
+
+    started = time.perf_counter()
+    n_groups = max(1, math.ceil(n_distinct / group_rows))
+    train = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(train_quantizer)
+    quantizer = ray.get(train.remote(n_cells, n_groups, seed, *[s for _, s in scanned]))
+    del scanned
+    tasks["train"] = [{key: quantizer[key] for key in ("node", "pid", "peak_mib")}]
+    n_regions = int(quantizer["cell_group"].max()) + 1
+    settings = {"kind": "ivf-sharded", "cells": len(quantizer["centroids"]),
+                "regions": n_regions, "nprobe": n_probe}  # fmt: skip
+    finished("train", time.perf_counter() - started)
+
+    folder = Path(work_dir) / f".regions-{uuid.uuid4().hex}"
+    folder.mkdir(parents=True)
+    try:
+        started = time.perf_counter()
+        quantizer_ref = ray.put({k: quantizer[k] for k in ("centroids", "cell_group")})
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        first_ids = np.concatenate([[0], np.cumsum(keep)])[offsets]  # each shard's first id
+        futures = [
+            remote["assign"].remote(path, number, keep[offsets[number] : offsets[number + 1]],
+                                    int(first_ids[number]), quantizer_ref, n_probe, str(folder))
+            for number, path in enumerate(paths)
+        ]  # fmt: skip
+        assigned = _gather(futures, "assigning cells", progress)
+        tasks["assign"] = [{key: a[key] for key in ("node", "pid", "peak_mib")} for a in assigned]
+        finished("assign", time.perf_counter() - started)
+
+        k_search = min(k_neighbours, n_distinct - 1) + 1
+        started = time.perf_counter()
+        distances = np.full((n_distinct, k_search), np.inf, dtype=np.float32)
+        labels = np.full((n_distinct, k_search), -1, dtype=np.int64)
+        futures = [remote["search"].remote(str(folder), g, k_search) for g in range(n_regions)]
+        tasks["search"], merge_seconds = [], 0.0
+        with tqdm(total=len(futures), desc="searching regions", disable=not progress) as bar:
+            pending = futures
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                ids, found_d, found, where = ray.get(done[0])
+                merge_started = time.perf_counter()
+                distances[ids], labels[ids] = merge_nearest(
+                    distances[ids], labels[ids], found_d, found, k_search
+                )
+                merge_seconds += time.perf_counter() - merge_started
+                tasks["search"].append(where)
+                bar.update(1)
+        finished("search", time.perf_counter() - started - merge_seconds)
+        finished("merge", merge_seconds)
+        rows = np.arange(n_distinct, dtype=np.int64)
+        nearest, scores = ann.scores_from_neighbours(rows, distances, labels, k_search - 1)
+        del distances, labels
+
+        tasks["certify"] = []
+
+        def exact_knn(candidates: np.ndarray):
+            """Exact scores of ``candidates``: every region's nearest rows to them, merged."""
+            if not len(candidates):
+                return np.empty(0, np.int64), np.empty(0)
+            wanted = ray.put(np.asarray(candidates, dtype=np.int64))
+            parts = ray.get([remote["rows"].remote(str(folder), g, wanted)
+                             for g in range(n_regions)])  # fmt: skip
+            ids = np.concatenate([p[0] for p in parts])
+            vectors = np.concatenate([p[1] for p in parts])[np.argsort(ids)]
+            vectors = vectors[np.searchsorted(np.sort(ids), candidates)]
+            queries = ray.put(np.ascontiguousarray(vectors))
+            found_d = np.full((len(candidates), k_search), np.inf, dtype=np.float32)
+            found = np.full((len(candidates), k_search), -1, dtype=np.int64)
+            futures = [remote["exact"].remote(str(folder), g, queries, k_search)
+                       for g in range(n_regions)]  # fmt: skip
+            for more_d, more, where in _gather(futures, "certifying", progress):
+                found_d, found = merge_nearest(found_d, found, more_d, more, k_search)
+                tasks["certify"].append(where)
+            return ann.scores_from_neighbours(candidates, found_d, found, k_search - 1)
+
+        certified = ann.certify_top(None, nearest, scores, top_n, k_neighbours,
+                                    exact_knn=exact_knn)  # fmt: skip
+        finished("certify", certified.seconds)
+        recall = None
+        if recall_sample:  # as ann.recall_at_1: found when as near as the exact nearest
+            rng = np.random.default_rng(seed)
+            sample = np.sort(rng.choice(n_distinct, min(recall_sample, n_distinct), False))
+            exact_scores = exact_knn(sample)[1]
+            found = scores[sample] <= exact_scores * (1 + ann.FLOAT_SLACK)
+            recall = (float(found.mean()), len(sample))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return ShardedRanking(
+        certified=certified, approximate_nearest=nearest, distinct_rows=distinct_rows,
+        copies_of=copies_of, distinct_of=distinct_of, n_rows=len(keep), n_distinct=n_distinct,
+        settings=settings, seconds=seconds, tasks=tasks, shards=paths, recall_at_1=recall,
+    )  # fmt: skip
+
+
+def in_listing_order(sharded: ShardedRanking, shard_paths, distinct_sha256):
+    """``(approximate_nearest, certified)`` numbered as the in-process path numbers its rows.
+
+    ``distinct_sha256`` is the content (file SHA-256) of each of that path's distinct rows
+    (``search.group_copies`` over the assembled features); the shards must hold those contents
+    and no others, as after notebook 04's extraction into a fresh ``RESULTS_DIR``.
+    """
+    shard_sha256 = []
+    for path in shard_paths:
+        table = ray_extract.read_shard(path, ["sha256", "error"])
+        errors = table.column("error").to_pylist()
+        shard_sha256 += [key for key, error in zip(table.column("sha256").to_pylist(), errors,
+                                                    strict=True) if error == ""]  # fmt: skip
+    row_of = {key: row for row, key in enumerate(shard_sha256)}
+    ours = np.array([row_of.get(key, -1) for key in distinct_sha256], dtype=np.int64)
+    ids = sharded.distinct_of[np.maximum(ours, 0)]
+    if (ours < 0).any() or sorted(ids) != list(range(sharded.n_distinct)):
+        raise ValueError(
+            "The shards hold flakes that are not in the image folder (or lack some): the "
+            "sharded search ranks every row of its shards. Use a fresh RESULTS_DIR."
+        )
+    order = np.empty_like(ids)
+    order[ids] = np.arange(len(ids))  # sharded id -> our row
+
+    def ours_of(nearest: np.ndarray) -> np.ndarray:
+        return np.where(nearest >= 0, order[np.maximum(nearest, 0)], -1)
+
+    certified = dataclasses.replace(
+        sharded.certified,
+        nearest=ours_of(sharded.certified.nearest[ids]),
+        scores=sharded.certified.scores[ids],
+        exact_rows=np.sort(order[sharded.certified.exact_rows]),
+    )
+    return ours_of(sharded.approximate_nearest[ids]), certified
