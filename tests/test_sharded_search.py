@@ -6,6 +6,7 @@ import os
 import pickle
 import re
 import subprocess
+import time
 
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before Ray is imported: loopback only
 
@@ -148,6 +149,10 @@ def listening_addresses(pids: set[int]) -> list[str]:
 @pytest.mark.slow
 def test_two_nodes_both_search_and_certify(two_node_cluster, tmp_path):
     info = ray_extract.start_ray(two_node_cluster.address)
+    deadline = time.monotonic() + 180  # a busy machine registers the second node late
+    while info["nodes"] < 2 and time.monotonic() < deadline:
+        time.sleep(1)
+        info = ray_extract.start_ray(two_node_cluster.address)  # connected: counts again
     assert info["nodes"] == 2
     rows = clustered_rows(4000, seed=2)
     paths = write_shards(rows, tmp_path / "shards", parts=6)
