@@ -66,22 +66,38 @@ def synthetic_rows(n: int, d: int = 512, seed: int = 0) -> np.ndarray:
     every cluster; 1 % of rows are exact copies of other rows (groups of 2 to 4).
     """
     rng = np.random.default_rng(seed)
-    clusters = max(2, int(np.sqrt(n)))
-    centres = rng.gamma(0.6, 1.0, (clusters, d)).astype(np.float32)
-    spread = rng.uniform(0.2, 0.6, clusters).astype(np.float32)
+    centres, spread = _clusters(rng, n, d)
     rows = np.empty((n, d), dtype=np.float32)
     for start in range(0, n, 100_000):  # in blocks: the noise would double peak memory
         stop = min(n, start + 100_000)
-        label = rng.integers(0, clusters, stop - start)
-        noise = rng.standard_normal((stop - start, d), dtype=np.float32)
-        rows[start:stop] = np.maximum(centres[label] + spread[label, None] * noise, 0)
+        rows[start:stop] = _clustered(rng, centres, spread, stop - start)
+    _plant_outliers_and_copies(rng, rows)
+    return rows
+
+
+def _clusters(rng: np.random.Generator, n: int, d: int) -> tuple[np.ndarray, np.ndarray]:
+    """About ``sqrt(n)`` cluster centres ``(clusters, d)`` and their spreads."""
+    clusters = max(2, int(np.sqrt(n)))
+    centres = rng.gamma(0.6, 1.0, (clusters, d)).astype(np.float32)
+    return centres, rng.uniform(0.2, 0.6, clusters).astype(np.float32)
+
+
+def _clustered(rng: np.random.Generator, centres, spread, size: int) -> np.ndarray:
+    """``size`` non-negative rows, each near a randomly chosen centre."""
+    label = rng.integers(0, len(centres), size)
+    noise = rng.standard_normal((size, centres.shape[1]), dtype=np.float32)
+    return np.maximum(centres[label] + spread[label, None] * noise, 0)
+
+
+def _plant_outliers_and_copies(rng: np.random.Generator, rows: np.ndarray) -> None:
+    """In place: 0.1 % outliers far from every cluster, unit length, 1 % exact copies."""
+    n, d = rows.shape
     outliers = rng.choice(n, max(1, n // 1000), replace=False)
     rows[outliers] = rng.gamma(0.6, 2.0, (len(outliers), d))
     rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
     copies = rng.choice(n, max(2, n // 100), replace=False)
     for group in np.array_split(copies, max(1, len(copies) // 3)):
         rows[group[1:]] = rows[group[0]]
-    return rows
 
 
 #: Rows per Parquet shard of the sharded case (about 1 GiB of 512-value rows).
@@ -102,22 +118,12 @@ def write_synthetic_shards(n: int, folder: Path, shard_rows: int = SHARD_ROWS, d
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    clusters = max(2, int(np.sqrt(n)))
-    centres = rng.gamma(0.6, 1.0, (clusters, d)).astype(np.float32)
-    spread = rng.uniform(0.2, 0.6, clusters).astype(np.float32)
+    centres, spread = _clusters(rng, n, d)
     paths, previous = [], None
     for number, start in enumerate(range(0, n, shard_rows)):
         size = min(shard_rows, n - start)
-        label = rng.integers(0, clusters, size)
-        noise = rng.standard_normal((size, d), dtype=np.float32)
-        rows = np.maximum(centres[label] + spread[label, None] * noise, 0)
-        del noise
-        outliers = rng.choice(size, max(1, size // 1000), replace=False)
-        rows[outliers] = rng.gamma(0.6, 2.0, (len(outliers), d))
-        rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
-        copies = rng.choice(size, max(2, size // 100), replace=False)
-        for group in np.array_split(copies, max(1, len(copies) // 3)):
-            rows[group[1:]] = rows[group[0]]
+        rows = _clustered(rng, centres, spread, size)
+        _plant_outliers_and_copies(rng, rows)
         if previous is not None:  # copies of the shard before: a copy split across shards
             rows[rng.choice(size, len(previous), replace=False)] = previous
         previous = rows[rng.choice(size, min(size, 50), replace=False)].copy()
