@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import struct
+import subprocess
 import zlib
 from pathlib import Path
 
@@ -173,3 +174,57 @@ def assert_mutual_pairs_tie(nearest: np.ndarray, distance: np.ndarray) -> None:
     mutual = nearest[nearest] == np.arange(len(nearest))
     assert mutual.sum() > 10
     np.testing.assert_array_equal(distance[mutual], distance[nearest[mutual]])
+
+
+# --- The sharded search ------------------------------------------------------------------------
+
+#: A loopback address as ``ss`` prints it.
+LOOPBACK = re.compile(r"^(127\.0\.0\.1|\[::ffff:127\.0\.0\.1\]|\[::1\]):\d+$")
+
+
+def clustered_rows(n: int, d: int = 32, seed: int = 0) -> np.ndarray:
+    """Non-negative clustered rows, a few planted outliers, groups of exact copies."""
+    rng = np.random.default_rng(seed)
+    centres = rng.gamma(0.6, 1.0, (12, d))
+    rows = np.maximum(centres[rng.integers(0, 12, n)] + 0.3 * rng.standard_normal((n, d)), 0)
+    rows[rng.choice(n, 8, replace=False)] = rng.gamma(0.6, 3.0, (8, d))  # outliers
+    for group in rng.choice(n, (10, 3), replace=False):  # copies, wherever they fall
+        rows[group[1:]] = rows[group[0]]
+    return rows.astype(np.float32)
+
+
+def write_shards(rows: np.ndarray, folder, parts: int) -> list:
+    """``rows`` in ``parts`` Parquet shards (plus one unreadable-image row in the first)."""
+    import pyarrow.parquet as pq
+
+    from snowflake_tools import ray_extract
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for number, block in enumerate(np.array_split(rows, parts)):
+        vectors, errors = block, [""] * len(block)
+        if number == 0:  # an image that could not be read: its row is no flake
+            vectors = np.vstack([np.full((1, rows.shape[1]), 7.0, np.float32), block])
+            errors = ["cannot decode", *errors]
+        names = [f"{number}-{i}" for i in range(len(vectors))]
+        table = ray_extract.shard_table(names, names, vectors, errors, "node", (0.0, 0.0))
+        paths.append(folder / f"{number:03d}.parquet")
+        pq.write_table(table, paths[-1])
+    return paths
+
+
+def same_certified_top(sharded, local, top_n: int = 20) -> bool:
+    """Same certified top-N scores, rank by rank (ties may swap flakes)."""
+    ours = np.sort(sharded.certified.scores)[::-1][:top_n]
+    theirs = np.sort(local.certified.scores)[::-1][:top_n]
+    return bool(np.allclose(ours, theirs, rtol=1e-5))
+
+
+def listening_addresses(pids: set[int]) -> list[str]:
+    """Local addresses of the TCP sockets these processes listen on (``ss -ltnp``)."""
+    output = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True).stdout
+    return [
+        line.split()[3]
+        for line in output.splitlines()
+        if {int(pid) for pid in re.findall(r"pid=(\d+)", line)} & pids
+    ]

@@ -201,6 +201,13 @@ def test_stale_cluster_address_is_ignored(local_ray, monkeypatch):
         ray_extract.start_ray(None)  # the module fixture stops it
 
 
+def test_another_address_in_the_same_kernel_is_refused(local_ray):
+    """Joining a cluster after the local instance (or the reverse) asks for a fresh kernel."""
+    with pytest.raises(RuntimeError, match="restart the kernel to use 127.0.0.1:1 instead"):
+        ray_extract.start_ray("127.0.0.1:1")
+    assert ray_extract.start_ray(None)["address_kind"] == "local"  # still the one running
+
+
 def shard_rows(folder: Path) -> int:
     return sum(pq_rows(path) for path in folder.glob("*.parquet"))
 

@@ -31,9 +31,10 @@ def test_both_nodes_extract(two_node_cluster, tmp_path):
     )
     paths = images.list_images(image_dir)
     context = ray.data.DataContext.get_current()
-    before = context.wait_for_min_actors_s, context.execution_options.actor_locality_enabled
+    settings = ("wait_for_min_actors_s", "scheduling_strategy")
+    before = [getattr(context, name) for name in settings]
     run = ray_extract.extract_to_shards(paths, image_dir, folder, arguments, batch_size=2)
-    after = context.wait_for_min_actors_s, context.execution_options.actor_locality_enabled
+    after = [getattr(context, name) for name in settings]
     assert after == before  # the pool's settings do not leak into the user's later datasets
 
     assert len(run.work_by_node) == 2, run.work_by_node

@@ -70,6 +70,8 @@ COLUMNS = ("file", "sha256", "vector", "error", "node", "started", "finished")
 _PACKAGE_DIR = Path(__file__).resolve().parent
 #: Watchdogs of the local instances this process started (see :func:`_start_local_ray`).
 _watchdogs: list[subprocess.Popen] = []
+#: The address :func:`start_ray` last started or joined (``None``: the local instance).
+_joined: dict = {}
 
 
 def start_ray(address: str | None = None, num_cpus: int | None = None) -> dict:
@@ -79,8 +81,10 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> dict:
     by an earlier run in ``/tmp/ray``), with at least 2 logical CPUs; see
     :func:`_start_local_ray` for how it survives a busy machine and a killed kernel.
     ``"auto"``, a ``host:port`` or a ``ray://host:port`` address joins an existing cluster and
-    ships this package to its workers. Returns ``{"address_kind": "local" | "cluster",
-    "nodes": n, "cpus": n}``.
+    ships this package to its workers. Asked for another address than the one this process
+    is already on (a changed ``RAY_ADDRESS`` run again in the same kernel), it stops with an
+    error: Ray Data does not survive switching clusters within one process. Returns
+    ``{"address_kind": "local" | "cluster", "nodes": n, "cpus": n}``.
     """
     if address is None:
         os.environ[LOOPBACK_SWITCH] = "0"  # before the import: Ray reads it once
@@ -97,7 +101,13 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> dict:
             f"Ray was imported before {LOOPBACK_SWITCH}=0 was set, so a local instance would "
             "listen on the network. Restart the kernel and call start_ray first."
         )
+    if ray.is_initialized() and _joined and _joined["address"] != address:
+        raise RuntimeError(
+            f"Ray in this kernel is already on {_joined['address'] or 'a local instance'}; "
+            f"restart the kernel to use {address or 'a local instance'} instead."
+        )
     if not ray.is_initialized():
+        _joined["address"] = address
         if address is None:
             _start_local_ray(num_cpus or max(2, os.cpu_count() or 1))
         else:
@@ -173,42 +183,71 @@ def _stop_watchdog(watchdog: subprocess.Popen) -> None:
     watchdog.wait()
 
 
-def _spread_over_nodes() -> dict:
-    """Place extraction actors on different nodes, so that every node's CPUs do work.
+@contextlib.contextmanager
+def _one_actor_per_node(pool_size: int) -> Iterator:
+    """The extraction actors' scheduling strategy: each actor on its own node, while it can.
 
-    (Ray 2.60 warns that ``ray_remote_args_fn`` will go in 2.64 without naming a successor for
-    the scheduling strategy; revisit when the pin moves.)
+    Ray's ``"SPREAD"`` is a hint that a busy moment overrides (both actors of a two-node
+    cluster were seen on one node, the other idle). A placement group with ``STRICT_SPREAD``
+    reserves one actor's CPUs on each of ``pool_size`` different nodes, and each actor takes
+    whichever reservation is free; the reservation ends with the extraction. More actors than
+    nodes (``actors=`` given) spread as well as Ray can.
     """
-    return {"scheduling_strategy": "SPREAD"}
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    if pool_size > sum(node["Alive"] for node in ray.nodes()):
+        yield "SPREAD"
+        return
+    group = placement_group([{"CPU": ACTOR_CPUS}] * pool_size, strategy="STRICT_SPREAD")
+    try:
+        ready, _ = ray.wait([group.ready()], timeout=ACTOR_START_TIMEOUT_S)
+        if not ready:
+            raise RuntimeError(
+                f"Ray could not reserve {ACTOR_CPUS} CPU on each of {pool_size} nodes in "
+                f"{ACTOR_START_TIMEOUT_S} s: some nodes are busy or gone. Give the run fewer "
+                "actors, or wait for the cluster's other work to finish."
+            )
+        yield PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=-1)
+    finally:
+        remove_placement_group(group)
 
 
 @contextlib.contextmanager
-def _actor_pool_settings() -> Iterator[None]:
+def _actor_pool_settings(pool_size: int) -> Iterator[None]:
     """Ray Data settings for the extraction, restored afterwards.
 
     The whole pool starts before the first batch, so that a quick first actor cannot take all
-    the work and a node that cannot host an actor is an error, not a hang. Blocks go to the
-    least busy actor rather than to one on the node that holds the block: a block holds file
-    names only (each actor reads the pixels itself), and the driver's node holds every block,
-    so "locality" would pile the work on that node whenever its actor keeps up.
+    the work and a node that cannot host an actor is an error, not a hang. Each actor runs on
+    a node of its own (:func:`_one_actor_per_node`). Blocks go to the least busy actor rather
+    than to one on the node that holds the block: a block holds file names only (each actor
+    reads the pixels itself), and the driver's node holds every block, so "locality" would
+    pile the work on that node whenever its actor keeps up.
     """
     import ray
 
     context = ray.data.DataContext.get_current()
-    saved = context.wait_for_min_actors_s, context.execution_options.actor_locality_enabled
+    saved = (
+        context.wait_for_min_actors_s,
+        context.execution_options.actor_locality_enabled,
+        context.scheduling_strategy,
+    )
 
-    def apply(wait_s: float, locality: bool) -> None:
+    def apply(wait_s: float, locality: bool, strategy) -> None:
         context.wait_for_min_actors_s = wait_s
+        context.scheduling_strategy = strategy
         with warnings.catch_warnings():
             # Deprecated in Ray 2.60 ("removed after January 2027"); revisit when the pin moves.
             warnings.simplefilter("ignore", DeprecationWarning)
             context.execution_options.actor_locality_enabled = locality
 
-    apply(ACTOR_START_TIMEOUT_S, False)
-    try:
-        yield
-    finally:
-        apply(*saved)
+    with _one_actor_per_node(pool_size) as placement:
+        apply(ACTOR_START_TIMEOUT_S, False, placement)
+        try:
+            yield
+        finally:
+            apply(*saved)
 
 
 def stop_ray() -> None:
@@ -216,6 +255,7 @@ def stop_ray() -> None:
     import ray
 
     ray.shutdown()
+    _joined.clear()
     while _watchdogs:
         _stop_watchdog(_watchdogs.pop())
 
@@ -434,7 +474,6 @@ def _extraction_pipeline(chunks, extractor_args: dict, batch_size: int, pool_siz
             enable_true_multi_threading=True,
         ),
         num_cpus=ACTOR_CPUS,
-        ray_remote_args_fn=_spread_over_nodes,
     )
 
 
@@ -496,7 +535,7 @@ def extract_to_shards(
         per_block = batch_size * math.ceil(len(todo) / (blocks * batch_size))
         chunks = [todo.iloc[start : start + per_block] for start in range(0, len(todo), per_block)]
         written = _ShardWriter(folder, len(todo))
-        with _actor_pool_settings():
+        with _actor_pool_settings(pool_size):
             pipeline = _extraction_pipeline(chunks, extractor_args, batch_size, pool_size)
             shards = iter(pipeline.iter_batches(batch_size=None, batch_format="pyarrow"))
             try:
