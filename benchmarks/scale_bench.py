@@ -11,9 +11,11 @@ Extraction: ``features.extract_features`` in this process against the Ray Data p
 notebook 04 on a local Ray, and on a two-node Ray cluster started on this machine (every node
 must do work). Every Ray process listens on 127.0.0.1 only and is shut down here.
 
-Sharded (``--sharded-sizes``, 10,000,000 rows by default; ``--only-sharded`` runs nothing
-else): the same kind of rows written shard by shard to Parquet in a temporary folder (never all
-in memory; about 2 KiB per row on disk), then ``sharded_search.rank_sharded`` on a local Ray:
+Sharded (``--sharded-sizes``, 1,000,000 and 10,000,000 rows by default, and
+``--two-node-sizes``, 1,000,000; ``--only-sharded`` runs nothing else): the same kind of rows
+written shard by shard to Parquet in a temporary folder (never all in memory; about 2 KiB per
+row on disk), then ``sharded_search.rank_sharded`` on a local Ray (or on a two-node cluster
+started on this machine, each node with half the CPUs):
 the time of each phase, the peak memory of the driver and of every Ray worker (psutil polling
 of the process tree), recall@1, and, up to ``--compare-max`` rows (1,000,000), whether the
 in-process path's certified top-100 is the same. At 10,000,000 rows this takes its half hour
@@ -29,6 +31,7 @@ import os
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before Ray is imported: loopback only
 
 import argparse
+import contextlib
 import json
 import statistics
 import subprocess
@@ -190,8 +193,36 @@ def start_ray_when_it_can() -> dict:
     return ray_extract.start_ray(None)
 
 
-def sharded_case(n: int, compare_max: int) -> dict:
-    """The sharded path on ``n`` rows from shards on disk (this child process is the driver)."""
+@contextlib.contextmanager
+def ray_for_bench(nodes: int):
+    """Ray for the sharded case: the local instance, or a two-node cluster on this machine."""
+    from snowflake_tools import ray_extract
+
+    if nodes == 1:
+        try:
+            yield start_ray_when_it_can()
+        finally:
+            ray_extract.stop_ray()
+        return
+    from ray.cluster_utils import Cluster
+
+    cpus = max(1, (os.cpu_count() or 2) // nodes)
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": cpus, "include_dashboard": False}
+    )
+    try:
+        for _ in range(nodes - 1):
+            cluster.add_node(num_cpus=cpus)
+        cluster.wait_for_nodes(timeout=300)  # a busy machine registers nodes late
+        yield ray_extract.start_ray(cluster.address)
+    finally:
+        ray_extract.stop_ray()
+        cluster.shutdown()
+
+
+def sharded_case(n: int, compare_max: int, nodes: int = 1, group_rows: int | None = None) -> dict:
+    """The sharded path on ``n`` rows from shards on disk (this child process is the driver),
+    on ``nodes`` Ray nodes, ``group_rows`` rows per region (``sharded_search``'s default)."""
     from snowflake_tools import ray_extract, sharded_search
 
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as folder:
@@ -200,17 +231,16 @@ def sharded_case(n: int, compare_max: int) -> dict:
         write_seconds = time.perf_counter() - started
         progress(f"n = {n:,}: shards written in {write_seconds:,.1f} s")
         poller = MemoryPoller()
-        info = start_ray_when_it_can()
-        try:
+        with ray_for_bench(nodes) as info:
             started = time.perf_counter()
             ranking = sharded_search.rank_sharded(
                 paths, folder, TOP_N, recall_sample=RECALL_SAMPLE, progress=False,
+                group_rows=group_rows or sharded_search.GROUP_ROWS,
                 on_phase=lambda phase, wall: progress(f"n = {n:,}: {phase} {wall:,.1f} s"),
             )  # fmt: skip
             total = time.perf_counter() - started
-        finally:
-            ray_extract.stop_ray()
         memory = poller.finish()
+        record = ranking.record()
         result = {
             "n": n, "n_distinct": ranking.n_distinct, "shards": len(paths),
             "write_seconds": write_seconds, "total_seconds": total,
@@ -219,7 +249,8 @@ def sharded_case(n: int, compare_max: int) -> dict:
             "certify_rounds": ranking.certified.rounds,
             "certified": ranking.certified.holds, "recall_at_1": ranking.recall_at_1[0],
             "recall_sample": ranking.recall_at_1[1], "nodes": info["nodes"], **memory,
-            "peak_task_mib": ranking.record()["peak_task_memory_mib"],
+            "peak_task_mib": record["peak_task_memory_mib"],
+            "nodes_by_phase": {phase: len(ids) for phase, ids in record["nodes_by_phase"].items()},
         }  # fmt: skip
         if n <= compare_max:  # the in-process path on the same rows, stacked in memory
             table = ray_extract.read_shards(Path(folder) / "shards", ["vector"])
@@ -514,18 +545,20 @@ def sharded_report(results: list[dict]) -> str:
         f"recall@1 on {RECALL_SAMPLE:,} sampled rows. Memory: peak RSS, psutil every "
         f"{MEMORY_POLL_S:g} s.",
         "",
-        "| n | shards | index | "
+        "| n | nodes (searched, certified) | shards | index | "
         + " | ".join(f"{p} s" for p in phases)
         + " | total s | candidates | certified | recall@1 | driver MiB | largest worker MiB "
         "| same top as in-process |",
-        "|---|---|---|" + "---|" * len(phases) + "---|---|---|---|---|---|---|",
+        "|---|---|---|---|" + "---|" * len(phases) + "---|---|---|---|---|---|---|",
     ]
     for r in results:
         index = r["index"]
         same = r.get("same_top_as_in_process")
         lines.append(
-            f"| {r['n']:,} | {r['shards']} | IVF-Flat {index['cells']} cells in "
-            f"{index['regions']} regions, nprobe {index['nprobe']} | "
+            f"| {r['n']:,} | {r['nodes']} ({r['nodes_by_phase']['search']}, "
+            f"{r['nodes_by_phase']['certify']}) | {r['shards']} | "
+            f"IVF-Flat {index['cells']} cells in {index['regions']} regions, "
+            f"nprobe {index['nprobe']} | "
             + " | ".join(f"{r['seconds'].get(p, 0):.1f}" for p in phases)
             + f" | {r['total_seconds']:.1f} | {r['certificate_candidates']:,} | "
             f"{'yes' if r['certified'] else 'NO'} "
@@ -551,15 +584,23 @@ def main() -> None:
         default=FULL_BRUTE_FORCE_MAX,
         help="largest n checked against a full brute force (beyond: projected)",
     )
-    parser.add_argument("--sharded-sizes", default="10000000", help="rows of the sharded case")
+    parser.add_argument(
+        "--sharded-sizes", default="1000000,10000000", help="rows of the sharded case, on one node"
+    )
+    parser.add_argument(
+        "--two-node-sizes", default="1000000", help="rows of the sharded case on two nodes"
+    )
     parser.add_argument("--only-sharded", action="store_true", help="run the sharded case only")
     parser.add_argument("--no-sharded", action="store_true", help="skip the sharded case")
     parser.add_argument(
         "--compare-max", type=int, default=1_000_000,
         help="largest sharded n also ranked in one process for the comparison",
     )  # fmt: skip
+    parser.add_argument(
+        "--group-rows", type=int, help="rows per region of the sharded search (its default)"
+    )
     parser.add_argument("--child-search", nargs=2, metavar=("N", "KIND"), help=argparse.SUPPRESS)
-    parser.add_argument("--child-sharded", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--child-sharded", nargs=2, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_search:
         n, kind = int(args.child_search[0]), args.child_search[1]
@@ -567,7 +608,8 @@ def main() -> None:
         print(RESULT_PREFIX + json.dumps(result), flush=True)
         return
     if args.child_sharded:
-        result = sharded_case(args.child_sharded, args.compare_max)
+        n, nodes = args.child_sharded
+        result = sharded_case(n, args.compare_max, nodes, args.group_rows)
         print(RESULT_PREFIX + json.dumps(result), flush=True)
         return
     if args.only_sharded:
@@ -576,6 +618,7 @@ def main() -> None:
         # Two sizes, so that both the full and the projected brute force run.
         args.sizes, args.images, args.image_size = "1500,3000", 6, 32
         args.full_brute_force_max = 2000
+        args.group_rows = 1000  # several regions, so that two nodes share the search
 
     search_results = []
     for n in [int(size) for size in args.sizes.split(",") if size]:
@@ -586,11 +629,16 @@ def main() -> None:
                 search_results.append(run_child(["--child-search", str(n), kind, *limit]))
     sharded_results = []
     if not args.no_sharded:
-        sizes = "3000" if args.quick else args.sharded_sizes
-        for n in [int(size) for size in sizes.split(",") if size]:
-            log(f"sharded search: n = {n:,}")
-            compare = ["--compare-max", str(args.compare_max)]
-            sharded_results.append(run_child(["--child-sharded", str(n), *compare], True))
+        one = "3000" if args.quick else args.sharded_sizes
+        two = "3000" if args.quick else args.two_node_sizes
+        cases = [(n, 1) for n in one.split(",") if n] + [(n, 2) for n in two.split(",") if n]
+        for n, nodes in cases:
+            log(f"sharded search: n = {int(n):,}, {nodes} node(s)")
+            settings = ["--compare-max", str(args.compare_max)]
+            if args.group_rows:
+                settings += ["--group-rows", str(args.group_rows)]
+            child = ["--child-sharded", n, str(nodes), *settings]
+            sharded_results.append(run_child(child, True))
     extraction = {}
     if not args.no_extraction:
         with tempfile.TemporaryDirectory() as folder:

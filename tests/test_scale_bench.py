@@ -54,5 +54,10 @@ def test_quick_scale_bench_writes_markdown_and_json(tmp_path):
     for run in (extraction["ray_local"], extraction["ray_two_nodes"]):
         assert 0 < run["batch_seconds"] < run["seconds"]  # the batches are part of the run
     assert extraction["ray_local_fixed_seconds"] > 0
+    sharded = {row["nodes"]: row for row in record["sharded"]}
+    assert set(sharded) == {1, 2}
+    for nodes, row in sharded.items():
+        assert row["certified"] and row["same_top_as_in_process"]
+        assert row["nodes_by_phase"]["search"] == row["nodes_by_phase"]["certify"] == nodes
     markdown = out.read_text()
     assert "| 3,000 | ivf" in markdown and "Ray Data, two nodes" in markdown
