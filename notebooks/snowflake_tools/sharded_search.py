@@ -148,12 +148,23 @@ def _kmeans(vectors: np.ndarray, k: int, seed: int) -> np.ndarray:
     return kmeans.centroids
 
 
+def _use_assigned_cpus() -> None:
+    """Let FAISS run as many threads as Ray gave this task CPUs: no more, since Ray runs other
+    tasks beside it, and no fewer (Ray's workers start with one, and are reused)."""
+    import ray
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+    faiss.omp_set_num_threads(max(1, int(cpus)))
+
+
 def train_quantizer(cells: int, groups: int, seed: int, *samples):
     """Task: the two-level quantizer from the scanned samples.
 
     Returns ``(centroids, cell_group)``: the cells' centroids float32 ``(cells', d)`` and each
     cell's region; the regions' own centroids are the mean of their cells', weighted alike.
+    The only task of its phase, it takes every CPU of the smallest node.
     """
+    _use_assigned_cpus()
     sample = np.concatenate(samples)
     tops = _kmeans(sample, groups, seed)
     home = faiss.knn(sample, tops, 1)[1][:, 0]
@@ -202,6 +213,7 @@ def assign_shard(
     ``.cells.npy`` (int64 ``(m, nprobe)``, own cell first; ``-1`` for cells of other regions)
     and ``.home.npy`` (bool: the row's own cell is in this region).
     """
+    _use_assigned_cpus()
     vectors = read_vectors(path)[keep]
     ids = first_id + np.arange(len(vectors), dtype=np.int64)
     cells = assign_cells(vectors, quantizer["centroids"], quantizer["cell_group"], nprobe)
@@ -238,6 +250,7 @@ def search_region(folder: str, group: int, k: int):
     Returns ``(ids, distances, labels)``: the region's queries (its rows and the visitors) and
     their ``k`` nearest rows among the region's own, exact squared L2 (labels are row ids).
     """
+    _use_assigned_cpus()
     parts = _load_region(folder, group)
     vectors = np.concatenate(parts["vectors"])
     ids, cells = np.concatenate(parts["ids"]), np.concatenate(parts["cells"])
@@ -264,6 +277,7 @@ def search_region(folder: str, group: int, k: int):
 
 def exact_region(folder: str, group: int, queries: np.ndarray, k: int):
     """Task: the ``k`` nearest rows of this region to each query vector, exact (brute force)."""
+    _use_assigned_cpus()
     parts = _load_region(folder, group, mmap=True)
     distances = np.full((len(queries), k), np.inf, dtype=np.float32)
     labels = np.full((len(queries), k), -1, dtype=np.int64)
@@ -455,7 +469,8 @@ def rank_sharded(
 
     started = time.perf_counter()
     n_groups = max(1, math.ceil(n_distinct / group_rows))
-    train = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(train_quantizer)
+    node_cpus = min(int(node["Resources"].get("CPU", 1)) for node in ray.nodes() if node["Alive"])
+    train = ray.remote(num_cpus=max(1, node_cpus))(train_quantizer)
     quantizer = ray.get(train.remote(n_cells, n_groups, seed, *[s for _, s in scanned]))
     del scanned
     tasks["train"] = [{key: quantizer[key] for key in ("node", "pid", "peak_mib")}]
