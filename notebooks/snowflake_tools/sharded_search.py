@@ -41,6 +41,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
@@ -60,6 +61,12 @@ GROUP_PROBE = 4
 TRAIN_PER_CELL = ann.IVF_TRAIN_PER_CELL
 #: k-means iterations of the training: the cells need not be optimal, only reasonable.
 TRAIN_ITERATIONS = 10
+#: Rows checked and hashed at a time while a shard is scanned (a block's copy, not the shard's).
+HASH_BLOCK_ROWS = 65_536
+#: Ray options of every task here. One task per worker process: a worker that goes on to the
+#: next task keeps the memory the last one took, so a process's peak would be the largest
+#: task's plus what came before it, and ``peak_mib`` would not be the task's own.
+TASK_OPTIONS = {"max_calls": 1}
 
 
 def choose_path(n_rows: int, search_path: str = "auto") -> str:
@@ -91,26 +98,32 @@ def read_vectors(path: str | os.PathLike) -> np.ndarray:
     """The vectors of one shard's readable rows (``error`` empty), float32 ``(n, d)``.
 
     A shard that cannot be read, or holds values that are not finite, raises
-    ``ray_extract.DamagedShardError``, naming it (the extraction's rule).
+    ``ray_extract.DamagedShardError``, naming it (the extraction's rule). The rows are not
+    copied when every row is readable and the shard is one Parquet row group.
     """
     table = ray_extract.read_shard(path, ["vector", "error"])
-    keep = np.array([error == "" for error in table.column("error").to_pylist()], dtype=bool)
+    keep = pc.equal(table.column("error"), "").to_numpy(zero_copy_only=False)
     vectors = table.column("vector").combine_chunks()
     width = vectors.type.list_size if len(table) else 0
     matrix = vectors.values.to_numpy(zero_copy_only=False).reshape(len(table), width)
-    matrix = np.ascontiguousarray(matrix[keep], dtype=np.float32)
-    if not np.isfinite(matrix).all():
-        raise ray_extract.DamagedShardError(Path(path), "values that are not finite numbers")
+    if not keep.all():
+        matrix = matrix[keep]
+    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    for start in range(0, len(matrix), HASH_BLOCK_ROWS):  # block by block: no second copy
+        if not np.isfinite(matrix[start : start + HASH_BLOCK_ROWS]).all():
+            raise ray_extract.DamagedShardError(Path(path), "values that are not finite numbers")
     return matrix
 
 
 def row_hashes(vectors: np.ndarray) -> np.ndarray:
     """A 64-bit content hash per row; equal rows (``-0.0`` equal to ``0.0``) hash equal."""
-    rows = np.ascontiguousarray(vectors + np.float32(0))  # + 0 turns -0.0 into 0.0
-    return np.array(
-        [int.from_bytes(hashlib.blake2b(row, digest_size=8).digest(), "little") for row in rows],
-        dtype=np.uint64,
-    )
+    hashes = np.empty(len(vectors), dtype=np.uint64)
+    for start in range(0, len(vectors), HASH_BLOCK_ROWS):  # a block at a time: little memory
+        rows = np.ascontiguousarray(vectors[start : start + HASH_BLOCK_ROWS] + np.float32(0))
+        hashes[start : start + len(rows)] = [  # + 0 above turns -0.0 into 0.0
+            int.from_bytes(hashlib.blake2b(row, digest_size=8).digest(), "little") for row in rows
+        ]
+    return hashes
 
 
 def _where() -> dict:
@@ -437,7 +450,7 @@ def rank_sharded(
             on_phase(phase, wall)
 
     remote = {
-        name: ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(function)
+        name: ray.remote(num_cpus=1, scheduling_strategy="SPREAD", **TASK_OPTIONS)(function)
         for name, function in [("fetch", fetch_rows), ("assign", assign_shard),
                                ("search", search_region), ("exact", exact_region),
                                ("rows", fetch_region_rows)]
@@ -449,7 +462,9 @@ def rank_sharded(
     n_cells = cells or settings["cells"]
     n_probe = min(n_cells, nprobe or settings["nprobe"])
     share = min(1.0, TRAIN_PER_CELL * n_cells / max(n_listed, 1))
-    scan = ray.remote(num_cpus=1, num_returns=2, scheduling_strategy="SPREAD")(scan_shard)
+    scan = ray.remote(num_cpus=1, num_returns=2, scheduling_strategy="SPREAD", **TASK_OPTIONS)(
+        scan_shard
+    )
     scanned = [scan.remote(path, share, seed) for path in paths]
     infos = _gather([info for info, _ in scanned], "scanning shards", progress)
     tasks["scan"] = [{key: info[key] for key in ("node", "pid", "peak_mib")} for info in infos]
@@ -470,7 +485,7 @@ def rank_sharded(
     started = time.perf_counter()
     n_groups = max(1, math.ceil(n_distinct / group_rows))
     node_cpus = min(int(node["Resources"].get("CPU", 1)) for node in ray.nodes() if node["Alive"])
-    train = ray.remote(num_cpus=max(1, node_cpus))(train_quantizer)
+    train = ray.remote(num_cpus=max(1, node_cpus), **TASK_OPTIONS)(train_quantizer)
     quantizer = ray.get(train.remote(n_cells, n_groups, seed, *[s for _, s in scanned]))
     del scanned
     tasks["train"] = [{key: quantizer[key] for key in ("node", "pid", "peak_mib")}]
