@@ -63,10 +63,12 @@ TRAIN_PER_CELL = ann.IVF_TRAIN_PER_CELL
 TRAIN_ITERATIONS = 10
 #: Rows checked and hashed at a time while a shard is scanned (a block's copy, not the shard's).
 HASH_BLOCK_ROWS = 65_536
-#: Ray options of every task here. One task per worker process: a worker that goes on to the
-#: next task keeps the memory the last one took, so a process's peak would be the largest
-#: task's plus what came before it, and ``peak_mib`` would not be the task's own.
-TASK_OPTIONS = {"max_calls": 1}
+#: Ray options of the tasks that hold a whole shard or the training sample, the run's largest
+#: memory: each runs in a fresh worker process. A worker that goes on to the next task keeps
+#: the memory the last one took, so a search after a shard's assignment would carry both. The
+#: region tasks (search, certificate) reuse workers: a fresh one costs seconds to start, and
+#: the certificate's many small tasks ran 3.6 times slower that way (``make bench-scale``).
+SHARD_TASK_OPTIONS = {"max_calls": 1}
 
 
 def choose_path(n_rows: int, search_path: str = "auto") -> str:
@@ -450,10 +452,11 @@ def rank_sharded(
             on_phase(phase, wall)
 
     remote = {
-        name: ray.remote(num_cpus=1, scheduling_strategy="SPREAD", **TASK_OPTIONS)(function)
-        for name, function in [("fetch", fetch_rows), ("assign", assign_shard),
-                               ("search", search_region), ("exact", exact_region),
-                               ("rows", fetch_region_rows)]
+        name: ray.remote(num_cpus=1, scheduling_strategy="SPREAD", **options)(function)
+        for name, function, options in [
+            ("fetch", fetch_rows, SHARD_TASK_OPTIONS), ("assign", assign_shard, SHARD_TASK_OPTIONS),
+            ("search", search_region, {}), ("exact", exact_region, {}),
+            ("rows", fetch_region_rows, {})]
     }  # fmt: skip
 
     started = time.perf_counter()
@@ -462,9 +465,9 @@ def rank_sharded(
     n_cells = cells or settings["cells"]
     n_probe = min(n_cells, nprobe or settings["nprobe"])
     share = min(1.0, TRAIN_PER_CELL * n_cells / max(n_listed, 1))
-    scan = ray.remote(num_cpus=1, num_returns=2, scheduling_strategy="SPREAD", **TASK_OPTIONS)(
-        scan_shard
-    )
+    scan = ray.remote(
+        num_cpus=1, num_returns=2, scheduling_strategy="SPREAD", **SHARD_TASK_OPTIONS
+    )(scan_shard)
     scanned = [scan.remote(path, share, seed) for path in paths]
     infos = _gather([info for info, _ in scanned], "scanning shards", progress)
     tasks["scan"] = [{key: info[key] for key in ("node", "pid", "peak_mib")} for info in infos]
@@ -485,7 +488,7 @@ def rank_sharded(
     started = time.perf_counter()
     n_groups = max(1, math.ceil(n_distinct / group_rows))
     node_cpus = min(int(node["Resources"].get("CPU", 1)) for node in ray.nodes() if node["Alive"])
-    train = ray.remote(num_cpus=max(1, node_cpus), **TASK_OPTIONS)(train_quantizer)
+    train = ray.remote(num_cpus=max(1, node_cpus), **SHARD_TASK_OPTIONS)(train_quantizer)
     quantizer = ray.get(train.remote(n_cells, n_groups, seed, *[s for _, s in scanned]))
     del scanned
     tasks["train"] = [{key: quantizer[key] for key in ("node", "pid", "peak_mib")}]
