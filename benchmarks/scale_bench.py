@@ -474,11 +474,14 @@ def report(search_results: list[dict], extraction: dict) -> str:
         f"Machine: {os.cpu_count()} logical CPUs. Synthetic 512-value unit rows (clustered, "
         f"outliers, 1 % exact copies); top-{TOP_N} certified exact; recall@1 on "
         f"{RECALL_SAMPLE:,} sampled rows. Brute force marked * is projected from timed blocks.",
-        "",
-        "| n | index | build s | search s | certify s | candidates | total s | recall@1 | peak MiB "
-        "| brute force s | speed-up | top = brute force (ties either way) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    if search_results:
+        lines += [
+            "",
+            "| n | index | build s | search s | certify s | candidates | total s | recall@1 "
+            "| peak MiB | brute force s | speed-up | top = brute force (ties either way) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
     for r in search_results:
         star = "*" if r["brute_force_projected"] else ""
         settings = ", ".join(f"{key}={value}" for key, value in r["index"].items() if key != "kind")
@@ -541,7 +544,8 @@ def sharded_report(results: list[dict]) -> str:
         "",
         "## Sharded search and certificate on Ray (rows stay in their shards)",
         "",
-        f"Parquet shards of {SHARD_ROWS:,} rows on disk; local Ray; top-{TOP_N} certified; "
+        f"Parquet shards of {SHARD_ROWS:,} rows on disk; a local Ray (1 node) or a cluster "
+        f"started on this machine (2 nodes, its CPUs shared out); top-{TOP_N} certified; "
         f"recall@1 on {RECALL_SAMPLE:,} sampled rows. Memory: peak RSS, psutil every "
         f"{MEMORY_POLL_S:g} s.",
         "",
