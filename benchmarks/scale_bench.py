@@ -622,7 +622,7 @@ def main() -> None:
         # Two sizes, so that both the full and the projected brute force run.
         args.sizes, args.images, args.image_size = "1500,3000", 6, 32
         args.full_brute_force_max = 2000
-        args.group_rows = 1000  # several regions, so that two nodes share the search
+        args.group_rows = 300  # ten regions: both nodes of the two-node case get some
 
     search_results = []
     for n in [int(size) for size in args.sizes.split(",") if size]:

@@ -57,7 +57,7 @@ def test_quick_scale_bench_writes_markdown_and_json(tmp_path):
     sharded = {row["nodes"]: row for row in record["sharded"]}
     assert set(sharded) == {1, 2}
     for nodes, row in sharded.items():
-        assert row["certified"] and row["same_top_as_in_process"]
-        assert row["nodes_by_phase"]["search"] == row["nodes_by_phase"]["certify"] == nodes
+        assert row["certified"] and row["same_top_as_in_process"], row
+        assert row["nodes_by_phase"]["search"] == row["nodes_by_phase"]["certify"] == nodes, row
     markdown = out.read_text()
     assert "| 3,000 | ivf" in markdown and "Ray Data, two nodes" in markdown
