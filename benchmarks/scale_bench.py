@@ -194,8 +194,9 @@ def start_ray_when_it_can() -> dict:
 
 
 @contextlib.contextmanager
-def ray_for_bench(nodes: int):
-    """Ray for the sharded case: the local instance, or a two-node cluster on this machine."""
+def ray_for_bench(nodes: int, extra_cpus: int = 0):
+    """Ray for a case: the local instance (``nodes=1``), or a cluster of ``nodes`` on this
+    machine, each with its share of the CPUs plus ``extra_cpus``."""
     from snowflake_tools import ray_extract
 
     if nodes == 1:
@@ -206,7 +207,7 @@ def ray_for_bench(nodes: int):
         return
     from ray.cluster_utils import Cluster
 
-    cpus = max(1, (os.cpu_count() or 2) // nodes)
+    cpus = max(1, (os.cpu_count() or 2) // nodes) + extra_cpus
     cluster = Cluster(
         initialize_head=True, head_node_args={"num_cpus": cpus, "include_dashboard": False}
     )
@@ -429,20 +430,9 @@ def extraction_cases(n_images: int, image_size: int, folder: Path) -> dict:
     cases["images_for_ratio_goal"] = RATIO_GOAL * fixed / slack if slack > 0 else None
 
     log("extraction: Ray Data, two-node cluster on this machine")
-    from ray.cluster_utils import Cluster
-
-    cpus = max(1, (os.cpu_count() or 2) // 2)
-    cluster = Cluster(
-        initialize_head=True, head_node_args={"num_cpus": cpus + 1, "include_dashboard": False}
-    )
-    try:
-        cluster.add_node(num_cpus=cpus + 1)
-        cluster.wait_for_nodes()
-        info = ray_extract.start_ray(cluster.address)
+    # One CPU more per node than its share: each node's actor leaves a CPU for hashing.
+    with ray_for_bench(2, extra_cpus=1) as info:
         run = ray_extract.extract_to_shards(paths, image_dir, folder / "cluster", arguments, BATCH)
-    finally:
-        ray_extract.stop_ray()
-        cluster.shutdown()
     cases["ray_two_nodes"] = ray_case([run], len(paths)) | {
         "nodes": info["nodes"], "every_node_worked": len(run.work_by_node) == info["nodes"],
     }  # fmt: skip

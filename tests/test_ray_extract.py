@@ -17,14 +17,13 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
-from helpers import LAYER, SIZE, make_flakes
+from helpers import LAYER, LOOPBACK, SIZE, make_flakes
 from PIL import Image
 
 from snowflake_tools import features, files, images, pooling, ray_extract
 
 pytestmark = pytest.mark.slow
 
-LOOPBACK = re.compile(r"^(127\.0\.0\.1|\[::ffff:127\.0\.0\.1\]|\[::1\]):\d+$")
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 #: Seconds a killed driver's Ray processes may take to go (Ray alone leaves some for minutes).
 CLEANUP_DEADLINE_S = 120
