@@ -259,6 +259,20 @@ def _load_region(folder: str, group: int, mmap: bool = False) -> dict:
     return parts
 
 
+def _rows_by_cell(cells: np.ndarray):
+    """A lookup ``cell -> rows that probe it`` (ascending) over a ``(rows, nprobe)`` table,
+    sorted once rather than scanned once per cell."""
+    rows, probes = np.nonzero(cells >= 0)
+    probed = cells[rows, probes]
+    order = np.argsort(probed, kind="stable")
+    rows, probed = rows[order], probed[order]
+
+    def probing(cell: int) -> np.ndarray:
+        return rows[np.searchsorted(probed, cell) : np.searchsorted(probed, cell, side="right")]
+
+    return probing
+
+
 def search_region(folder: str, group: int, k: int):
     """Task: every query of a region against the rows of the cells it probes there.
 
@@ -275,11 +289,12 @@ def search_region(folder: str, group: int, k: int):
     own_cell = cells[own, 0]
     order = np.argsort(own_cell, kind="stable")
     bounds = np.searchsorted(own_cell[order], np.unique(own_cell), side="left")
+    probing = _rows_by_cell(cells)
     for cell, start, stop in zip(
         np.unique(own_cell), bounds, [*bounds[1:], len(order)], strict=True
     ):
         data = own[order[start:stop]]
-        queries = np.flatnonzero((cells == cell).any(axis=1))
+        queries = probing(cell)
         distances, found = faiss.knn(vectors[queries], vectors[data], min(k, len(data)))
         pad = k - found.shape[1]
         distances = np.pad(distances, ((0, 0), (0, pad)), constant_values=np.inf)
