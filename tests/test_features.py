@@ -62,6 +62,7 @@ def test_extract_shapes_order_and_batches_agree(extractor, flakes):
     assert result.features.dtype == np.float32
     assert result.paths == flakes
     assert result.skipped.empty and result.n_cached == 0
+    assert result.summary().startswith("features: (5, 2048) (0 MiB), 0 from the cache, 0 skipped")
     one_batch = features.extract_features(extractor, flakes, batch_size=8, progress=False)
     np.testing.assert_allclose(result.features, one_batch.features, rtol=1e-4, atol=1e-4)
 

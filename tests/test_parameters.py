@@ -51,6 +51,16 @@ def test_folder(tmp_path):
     refused(parameters.folder, "RESULTS_DIR", 3, must_exist=False)
 
 
+def test_folders_checks_the_cache_only_where_a_notebook_has_one(tmp_path):
+    parameters.folders(tmp_path, tmp_path / "results", None)
+    parameters.folders(tmp_path, tmp_path / "results")  # notebook 04: no CACHE_DIR
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(ParameterError, match=r"^CACHE_DIR = .* None, or a folder, not a file"):
+        parameters.folders(tmp_path, tmp_path / "results", tmp_path / "file.txt")
+    with pytest.raises(ParameterError, match=r"^IMAGE_DIR = .*\(run 01_download_snowflakes"):
+        parameters.folders(tmp_path / "no", tmp_path / "results")
+
+
 def test_layers_image_size_flag():
     assert parameters.feature_layer("LAYER", "block5_pool") == "block5_pool"
     assert parameters.conv_layer("LAYER", "block4_conv3") == "block4_conv3"

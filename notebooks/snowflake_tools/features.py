@@ -253,6 +253,13 @@ class Extraction:
     n_cached: int
     seconds: float
 
+    def summary(self) -> str:
+        """One line: the matrix, its size, and where its rows came from."""
+        return (
+            f"features: {self.features.shape} ({self.features.nbytes / 2**20:,.0f} MiB), "
+            f"{self.n_cached} from the cache, {len(self.skipped)} skipped, {self.seconds:.1f} s"
+        )
+
 
 def cache_folder(cache_dir: str | os.PathLike, model: keras.Model, image_size: int) -> Path:
     """Where features of this model (architecture, weights, layer, precision) and size live."""
@@ -416,6 +423,22 @@ def load_extractor(
     precision = precision_of(extractor)
     print(f"precision: {precision}; {layer} output shape: {extractor.output.shape}")
     return extractor, weights_mode, demo
+
+
+def check_settings(
+    weights: object,
+    image_size: object,
+    precision: object,
+    close_call_margin: object,
+    batch_size: object,
+) -> None:
+    """Check ``WEIGHTS``, ``IMAGE_SIZE``, ``PRECISION``, ``CLOSE_CALL_MARGIN`` and
+    ``BATCH_SIZE``: how notebooks 02 to 05 build and run VGG16, under those names."""
+    parameters.weights("WEIGHTS", weights)
+    parameters.image_size("IMAGE_SIZE", image_size)
+    parameters.one_of("PRECISION", precision, PRECISIONS)
+    parameters.number("CLOSE_CALL_MARGIN", close_call_margin, minimum=0)
+    parameters.whole_number("BATCH_SIZE", batch_size, minimum=1)
 
 
 def check_enough_readable(n_readable: int, n_skipped: int, image_dir: str | os.PathLike) -> None:

@@ -110,6 +110,19 @@ def folder(name: str, value: object, must_exist: bool = True, filled_by: str | N
     return path
 
 
+#: Stands for a parameter a notebook does not have (notebook 04 keeps no feature cache).
+ABSENT = object()
+
+
+def folders(image_dir: object, results_dir: object, cache_dir: object = ABSENT) -> None:
+    """Check ``IMAGE_DIR`` (it must exist: notebook 01 fills it), ``RESULTS_DIR`` (made if
+    missing) and, where the notebook has one, ``CACHE_DIR`` (None: inside ``RESULTS_DIR``)."""
+    folder("IMAGE_DIR", image_dir, filled_by="01_download_snowflakes.ipynb")
+    folder("RESULTS_DIR", results_dir, must_exist=False)
+    if cache_dir is not ABSENT:
+        optional(folder, "CACHE_DIR", cache_dir, must_exist=False)
+
+
 def conv_layer(name: str, value: object) -> str:
     """``value``, when it names one of VGG16's convolutional layers."""
     return one_of(name, value, VGG16_CONV_LAYERS)
