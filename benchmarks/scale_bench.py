@@ -255,9 +255,8 @@ def sharded_case(n: int, compare_max: int, nodes: int = 1, group_rows: int | Non
         }  # fmt: skip
         if n <= compare_max:  # the in-process path on the same rows, stacked in memory
             table = ray_extract.read_shards(Path(folder) / "shards", ["vector"])
-            vectors = table.column("vector").combine_chunks()
-            rows = vectors.values.to_numpy(zero_copy_only=False).reshape(len(table), -1)
-            del table, vectors
+            rows = ray_extract.vector_matrix(table.column("vector"))
+            del table
             progress(f"n = {n:,}: the in-process path on the same rows")
             started = time.perf_counter()
             local, _, _ = ann.rank_at_scale(rows, "auto", TOP_N)

@@ -15,12 +15,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import psutil
 import pytest
 from helpers import LAYER, LOOPBACK, SIZE, make_flakes
 from PIL import Image
 
-from snowflake_tools import features, files, images, pooling, ray_extract
+from snowflake_tools import ann, features, files, images, pooling, ray_extract
 
 pytestmark = pytest.mark.slow
 
@@ -145,6 +146,22 @@ def run_extraction(image_dir, results, extractor, feature_vector):
     paths = images.list_images(image_dir)
     run = ray_extract.extract_to_shards(paths, image_dir, folder, arguments, batch_size=3)
     return run, ray_extract.assemble(run.listing, folder)
+
+
+def test_the_float32_rerun_on_ray_ranks_as_in_process(local_ray, tmp_path):
+    """Notebook 04's re-run in float32 (``ann.rank_with_ray``) takes the run's search path: on
+    Ray its rows stay in the shards, and it ranks as in this process (every flake certified)."""
+    image_dir = make_flakes(tmp_path / "flakes", n=12)
+    model = {"weights": None, "image_size": SIZE}
+    common = (images.list_images(image_dir), image_dir, tmp_path / "results", model, LAYER,
+              "gap", 4, "auto", 13, 1)  # fmt: skip
+    local = ann.rank_with_ray(*common, "local", {}, features.FLOAT32)
+    options = {"recall_sample": 5, "look_alikes": 3, "progress": False}
+    on_ray = ann.rank_with_ray(*common, "ray", options, features.FLOAT32)
+    pd.testing.assert_frame_equal(on_ray.ranking, local.ranking, rtol=1e-5)
+    assert isinstance(on_ray.distinct, ray_extract.ShardVectors) and local.on_ray is None
+    np.testing.assert_allclose(on_ray.distinct[:], local.distinct, rtol=1e-6)
+    assert on_ray.certified.holds and on_ray.on_ray.sharded.recall_at_1[1] == 5
 
 
 @pytest.mark.parametrize("feature_vector", ["flatten", "gap"])

@@ -13,6 +13,8 @@ from helpers import clustered_rows, same_certified_top, write_shards
 
 from snowflake_tools import ann, ray_extract, sharded_search
 
+pytestmark = pytest.mark.slow  # Ray: out of `make test-fast`
+
 TOP_N = 20
 
 
@@ -94,3 +96,52 @@ def test_non_finite_values_name_the_shard(tmp_path):
     paths = write_shards(rows, tmp_path / "shards", parts=2)
     with pytest.raises(ray_extract.DamagedShardError, match="000.parquet.*not finite"):
         sharded_search.read_vectors(paths[0])
+
+
+def test_notebook_numbering_from_rows_left_in_the_shards(local_ray, tmp_path):
+    """Notebook 04 on Ray: the flakes' rows stay in the shards, and the answer is the one the
+    in-process path gives over the same listing (photos listed twice, copies by value)."""
+    import pandas as pd
+
+    from snowflake_tools import search
+
+    rows = clustered_rows(1200, seed=2)
+    folder = tmp_path / "shards"
+    write_shards(rows, folder, parts=3)
+    keys = ray_extract.read_shards(folder, ["sha256"]).column("sha256").to_pylist()
+    rng = np.random.default_rng(0)
+    listed = [*keys, *rng.choice(keys, 5)]  # five photos whose file is there twice
+    listed = [listed[i] for i in rng.permutation(len(listed))]
+    listing = pd.DataFrame({"file": [f"flake-{i}.png" for i in range(len(listed))],
+                            "sha256": listed})  # fmt: skip
+    in_memory = ray_extract.assemble(listing, folder)
+    lazy = ray_extract.assemble(listing, folder, in_memory=False)
+    assert lazy.files == in_memory.files and lazy.features.shape == in_memory.features.shape
+    pd.testing.assert_frame_equal(lazy.skipped, in_memory.skipped)
+    for wanted in ([5, 0, 5, 17], slice(None, 10), np.array([len(lazy.files) - 1])):
+        np.testing.assert_array_equal(lazy.features[wanted], in_memory.features[wanted])
+    np.testing.assert_array_equal(lazy.features[3], in_memory.features[3])
+    np.testing.assert_array_equal(lazy.features.take([2, 1])[[1]], in_memory.features[[1]])
+    with pytest.raises(ValueError, match="1 of the rows asked for are not in the shards"):
+        ray_extract.ShardVectors(folder, ["not there"], rows.shape[1])[[0]]
+
+    on_ray = sharded_search.rank_listing(lazy.features, tmp_path, TOP_N, look_alikes=5,
+                                         progress=False)  # fmt: skip
+    _, copies, distinct = search.distinct_rows(in_memory.features)
+    for ours, theirs in zip(on_ray.copies, copies, strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    local, _, _ = ann.rank_at_scale(in_memory.features, "flat", TOP_N)
+    assert on_ray.certified.holds and same_certified_top(on_ray, local)
+
+    def ranking(certified):
+        neighbours = search.neighbours_per_row(copies, certified.nearest, certified.scores)
+        return search.rank_uniqueness(neighbours, in_memory.files).head(TOP_N)
+
+    ours, theirs = ranking(on_ray.certified), ranking(local.certified)
+    pd.testing.assert_frame_equal(ours, theirs, rtol=1e-5)
+    top_rows = [in_memory.files.index(name) for name in ours["file"]]
+    pd.testing.assert_frame_equal(
+        on_ray.look_alikes(top_rows),
+        search.distinct_neighbours(in_memory.features, top_rows, 5),
+        rtol=1e-5,
+    )

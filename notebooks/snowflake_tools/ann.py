@@ -400,6 +400,7 @@ class ScaleRun(NamedTuple):
     A tuple, so ``precision, extraction, assembled, ... = run`` unpacks it. ``extraction``
     and ``assembled`` are ``ray_extract``'s records; ``nearest`` is each distinct row's
     approximate nearest other row, ``search_seconds`` the time to build the index and search.
+    ``on_ray`` is the ``sharded_search.InListing`` of a search on Ray (None in this process).
     """
 
     precision: str
@@ -411,6 +412,7 @@ class ScaleRun(NamedTuple):
     certified: Certified
     search_seconds: float
     ranking: pd.DataFrame
+    on_ray: object = None
 
 
 def rank_with_ray(
@@ -424,14 +426,18 @@ def rank_with_ray(
     index_kind: str,
     top_n: int,
     k_neighbours: int,
+    search_path: str,
+    on_ray_options: dict,
     precision: str,
 ) -> ScaleRun:
     """Notebook 04's steps 2 to 7 in one call, in ``precision``.
 
     The extractor built from ``model_settings`` in that precision, the Ray extraction into
-    shards of its own (a re-run finds them there), then :func:`rank_at_scale`.
+    shards of its own (a re-run finds them there), then :func:`rank_at_scale` in this process
+    (``search_path`` ``"local"``), or ``sharded_search.rank_listing`` with ``on_ray_options``
+    on Ray, the rows left in the shards.
     """
-    from snowflake_tools import features, ray_extract  # TensorFlow and Ray: only when asked
+    from snowflake_tools import features, ray_extract, sharded_search  # only when asked
 
     settings = {**model_settings, "precision": precision}
     extractor = features.cut_at_layer(features.load_vgg16(**settings)[0], layer)
@@ -445,16 +451,36 @@ def rank_with_ray(
         results_dir, extractor, settings["image_size"], feature_vector
     )
     extraction = ray_extract.extract_to_shards(paths, image_dir, shards, extractor_args, batch_size)
-    assembled = ray_extract.assemble(extraction.listing, shards)
-    at_scale, _, distinct = rank_at_scale(assembled.features, index_kind, top_n, k_neighbours)
+    assembled = ray_extract.assemble(extraction.listing, shards, search_path == "local")
+    precision = features.precision_of(extractor)
+    if search_path == "local":
+        at_scale, _, distinct = rank_at_scale(assembled.features, index_kind, top_n, k_neighbours)
+        return ScaleRun(
+            precision=precision,
+            extraction=extraction,
+            assembled=assembled,
+            distinct=distinct,
+            settings=at_scale.settings,
+            nearest=at_scale.approximate_nearest,
+            certified=at_scale.certified,
+            search_seconds=at_scale.index_seconds + at_scale.search_seconds,
+            ranking=search.rank_uniqueness(at_scale.neighbours, assembled.files),
+        )
+    on_ray = sharded_search.rank_listing(
+        assembled.features, shards.parent, top_n, k_neighbours, **on_ray_options
+    )
+    neighbours = search.neighbours_per_row(
+        on_ray.copies, on_ray.certified.nearest, on_ray.certified.scores
+    )
     return ScaleRun(
-        precision=features.precision_of(extractor),
+        precision=precision,
         extraction=extraction,
         assembled=assembled,
-        distinct=distinct,
-        settings=at_scale.settings,
-        nearest=at_scale.approximate_nearest,
-        certified=at_scale.certified,
-        search_seconds=at_scale.index_seconds + at_scale.search_seconds,
-        ranking=search.rank_uniqueness(at_scale.neighbours, assembled.files),
+        distinct=assembled.features.take(on_ray.copies.first_rows),
+        settings=on_ray.sharded.settings,
+        nearest=on_ray.nearest,
+        certified=on_ray.certified,
+        search_seconds=on_ray.sharded.search_seconds(),
+        ranking=search.rank_uniqueness(neighbours, assembled.files),
+        on_ray=on_ray,
     )

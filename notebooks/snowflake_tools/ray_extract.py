@@ -593,24 +593,82 @@ def write_shard(table: pa.Table, folder: Path) -> Path:
     return path
 
 
+class ShardVectors:
+    """The feature rows of some flakes where they stay, in the Parquet shards of a folder.
+
+    Indexing reads just the rows asked for, a shard at a time, in the order asked:
+    ``vectors[rows]`` (a list or array of row numbers, or a slice) is a float32 matrix,
+    ``vectors[row]`` one vector. ``take(rows)`` is a smaller ``ShardVectors``, still unread.
+    So notebook 04 on Ray reads the rows it shows, never all of them.
+    """
+
+    def __init__(self, folder: str | os.PathLike, sha256: Sequence[str], width: int):
+        self.folder = Path(folder)
+        self.sha256 = np.asarray(sha256, dtype=object)
+        self.shape = (len(self.sha256), int(width))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def take(self, rows) -> ShardVectors:
+        """The rows ``rows`` (numbers or a slice), as a ``ShardVectors`` (nothing read)."""
+        return ShardVectors(self.folder, self.sha256[rows], self.shape[1])
+
+    def __getitem__(self, rows) -> np.ndarray:
+        if isinstance(rows, int | np.integer):
+            return self[[rows]][0]
+        wanted = self.sha256[rows]
+        first_place: dict[str, int] = {}
+        for place, key in enumerate(wanted):  # a content asked for twice is read once
+            first_place.setdefault(key, place)
+        matrix = np.empty((len(wanted), self.shape[1]), dtype=np.float32)
+        filled = np.zeros(len(wanted), dtype=bool)
+        for path in sorted(self.folder.glob("*.parquet")):
+            keys = read_shard(path, ["sha256"]).column("sha256").to_pylist()
+            found = [(row, first_place[key]) for row, key in enumerate(keys) if key in first_place]
+            if found:
+                vectors = read_shard(path, ["vector"]).column("vector").take([r for r, _ in found])
+                places = [place for _, place in found]
+                matrix[places] = vector_matrix(vectors)
+                filled[places] = True
+        firsts = np.array([first_place[key] for key in wanted], dtype=np.int64)
+        if not filled[firsts].all():
+            raise ValueError(
+                f"{int((~filled[firsts]).sum())} of the rows asked for are not in the shards of "
+                f"{self.folder}: extract their images first (notebook 04, step 3)."
+            )
+        return matrix[firsts]
+
+
+def vector_matrix(column) -> np.ndarray:
+    """A Parquet ``vector`` column (fixed-size lists of float32) as a float32 matrix."""
+    vectors = column.combine_chunks() if hasattr(column, "combine_chunks") else column
+    width = vectors.type.list_size
+    return vectors.values.to_numpy(zero_copy_only=False).reshape(len(vectors), width)
+
+
 @dataclasses.dataclass
 class Assembled:
-    """What :func:`assemble` returns: the feature matrix of the images asked for.
+    """What :func:`assemble` returns: the features of the images asked for.
 
     Attributes:
-        features: float32 ``(n_readable, n_values)``, rows in the order of ``files``.
+        features: rows in the order of ``files``: a float32 matrix ``(n_readable, n_values)``,
+            or, with ``in_memory=False``, a :class:`ShardVectors` that reads rows when asked.
         files: image names relative to the image folder, one per row.
         skipped: DataFrame ``file, reason`` of images that could not be read.
     """
 
-    features: np.ndarray
+    features: np.ndarray | ShardVectors
     files: list[str]
     skipped: pd.DataFrame
 
 
-def assemble(listing: pd.DataFrame, folder: str | os.PathLike) -> Assembled:
-    """Look every listed image up in the shards by content; list the unreadable ones."""
-    table = read_shards(folder, ["sha256", "vector", "error"])
+def assemble(listing: pd.DataFrame, folder: str | os.PathLike, in_memory: bool = True) -> Assembled:
+    """Look every listed image up in the shards by content; list the unreadable ones.
+
+    ``in_memory=False`` reads no vector: the rows stay in the shards (:class:`ShardVectors`).
+    """
+    table = read_shards(folder, ["sha256", "vector", "error"] if in_memory else ["sha256", "error"])
     row_of = {key: row for row, key in enumerate(table.column("sha256").to_pylist())}
     errors = table.column("error").to_pylist()
     keep, skipped = [], []
@@ -622,14 +680,25 @@ def assemble(listing: pd.DataFrame, folder: str | os.PathLike) -> Assembled:
         else:
             keep.append((position, row))
     rows = np.array([row for _, row in keep], dtype=np.int64)
-    if len(table):
-        vectors = table.column("vector").combine_chunks()
-        matrix = vectors.values.to_numpy(zero_copy_only=False).reshape(len(table), -1)
-        matrix = matrix[rows]
+    if not in_memory:
+        width = shard_width(folder)
+        features = ShardVectors(folder, [listing["sha256"].iloc[p] for p, _ in keep], width)
+    elif len(table):
+        features = np.ascontiguousarray(vector_matrix(table.column("vector"))[rows])
     else:
-        matrix = np.empty((0, 0), dtype=np.float32)
+        features = np.empty((0, 0), dtype=np.float32)
     return Assembled(
-        features=np.ascontiguousarray(matrix, dtype=np.float32),
+        features=features,
         files=[listing["file"].iloc[position] for position, _ in keep],
         skipped=pd.DataFrame(skipped, columns=["file", "reason"]),
     )
+
+
+def shard_width(folder: str | os.PathLike) -> int:
+    """Values per vector in the shards of ``folder``, from a shard's schema (0 with none)."""
+    for path in sorted(Path(folder).glob("*.parquet")):
+        try:
+            return pq.read_schema(path).field("vector").type.list_size
+        except (pa.ArrowException, OSError) as error:
+            raise DamagedShardError.reading(path, error) from error
+    return 0

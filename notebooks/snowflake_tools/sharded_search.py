@@ -11,8 +11,8 @@ step that touches the rows is a Ray task, so any node of a cluster can do it:
    the space into regions of about :data:`GROUP_ROWS` rows; each region gets its own IVF cells.
 4. **Assign** each shard's distinct rows to their ``nprobe`` nearest cells (looking only in the
    :data:`GROUP_PROBE` nearest regions, so the cost does not grow with the number of cells),
-   and write them once, region by region, as memory-mappable ``.npy`` files: a row goes to its
-   own region and, as a query only, to every other region one of its cells lies in.
+   and write each row's vector once, to its own region, as memory-mappable ``.npy`` files;
+   every other region one of its cells lies in lists it as a query, pointing to that vector.
 5. **Search** each region in one task: every query against the rows of the cells it probes
    there, exactly (IVF-Flat, cell by cell, as ``ann.search_rows`` does). The driver keeps each
    row's nearest over the regions: real rows at exact distances, so scores over-estimate.
@@ -40,6 +40,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -105,9 +106,7 @@ def read_vectors(path: str | os.PathLike) -> np.ndarray:
     """
     table = ray_extract.read_shard(path, ["vector", "error"])
     keep = pc.equal(table.column("error"), "").to_numpy(zero_copy_only=False)
-    vectors = table.column("vector").combine_chunks()
-    width = vectors.type.list_size if len(table) else 0
-    matrix = vectors.values.to_numpy(zero_copy_only=False).reshape(len(table), width)
+    matrix = ray_extract.vector_matrix(table.column("vector"))
     if not keep.all():
         matrix = matrix[keep]
     matrix = np.ascontiguousarray(matrix, dtype=np.float32)
@@ -224,22 +223,31 @@ def assign_shard(
     """Task: write a shard's distinct rows, region by region, as memory-mappable files.
 
     ``keep`` marks the shard's distinct rows; they get ids ``first_id, first_id + 1, ...``.
-    Region ``g`` gets ``g-<shard>.vectors.npy`` (float32 rows), ``.ids.npy`` (int64),
-    ``.cells.npy`` (int64 ``(m, nprobe)``, own cell first; ``-1`` for cells of other regions)
-    and ``.home.npy`` (bool: the row's own cell is in this region).
+    Region ``g`` gets ``g-<shard>.vectors.npy``, the float32 rows whose own cell lies in it
+    (each row is written once), and, for these rows and for the rows of other regions that
+    probe one of its cells, ``.ids.npy`` (int64), ``.cells.npy`` (int64 ``(m, nprobe)``, own
+    cell first; ``-1`` for cells of other regions), ``.home.npy`` (bool: the row's own region
+    is this one) and ``.vector_at.npy`` (``(region, shard, position)`` of the row's vector).
     """
     _use_assigned_cpus()
     vectors = read_vectors(path)[keep]
     ids = first_id + np.arange(len(vectors), dtype=np.int64)
     cells = assign_cells(vectors, quantizer["centroids"], quantizer["cell_group"], nprobe)
     regions = np.where(cells >= 0, quantizer["cell_group"][np.maximum(cells, 0)], -1)
+    own_region = regions[:, 0]
+    position = np.empty(len(vectors), dtype=np.int64)  # each row's place in its region's file
+    for group in np.unique(own_region):
+        at_home = np.flatnonzero(own_region == group)
+        position[at_home] = np.arange(len(at_home))
     written = {}
     for group in np.unique(regions[regions >= 0]):
         rows = np.flatnonzero((regions == group).any(axis=1))
+        home = own_region[rows] == group
+        vector_at = np.stack([own_region[rows], np.full(len(rows), number), position[rows]], 1)
+        parts = {"vectors": vectors[rows[home]], "ids": ids[rows], "home": home,
+                 "cells": np.where(regions[rows] == group, cells[rows], -1),
+                 "vector_at": vector_at}  # fmt: skip
         stem = Path(folder) / f"{group}-{number}"
-        local = np.where(regions[rows] == group, cells[rows], -1)
-        parts = {"vectors": vectors[rows], "ids": ids[rows], "cells": local,
-                 "home": regions[rows, 0] == group}  # fmt: skip
         for name, array in parts.items():
             temporary = stem.with_name(f".{stem.name}.{name}.npy")
             np.save(temporary, array)
@@ -248,15 +256,34 @@ def assign_shard(
     return {"written": written, **_where()}
 
 
-def _load_region(folder: str, group: int, mmap: bool = False) -> dict:
-    """A region's rows from every shard's files (memory-mapped with ``mmap``)."""
+#: The files :func:`assign_shard` writes per region and shard.
+REGION_PARTS = ("vectors", "ids", "cells", "home", "vector_at")
+
+
+def _load_region(folder: str, group: int) -> dict:
+    """A region's files from every shard, memory-mapped (read as used): per part, a list."""
     stems = sorted(Path(folder).glob(f"{group}-*.ids.npy"))
-    parts = {name: [] for name in ("vectors", "ids", "cells", "home")}
+    parts = {name: [] for name in REGION_PARTS}
     for stem in stems:
         base = str(stem)[: -len(".ids.npy")]
         for name in parts:
-            parts[name].append(np.load(f"{base}.{name}.npy", mmap_mode="r" if mmap else None))
+            parts[name].append(np.load(f"{base}.{name}.npy", mmap_mode="r"))
     return parts
+
+
+def _vectors_at(folder: str, vector_at: np.ndarray) -> np.ndarray:
+    """The rows ``vector_at`` points to, ``(region, shard, position)`` each, read from the
+    region files (memory-mapped: only those rows are read)."""
+    order = np.lexsort((vector_at[:, 1], vector_at[:, 0]))
+    pairs, starts = np.unique(vector_at[order, :2], axis=0, return_index=True)
+    matrix = None
+    for (region, shard), start, stop in zip(pairs, starts, [*starts[1:], len(order)], strict=True):
+        source = np.load(Path(folder) / f"{region}-{shard}.vectors.npy", mmap_mode="r")
+        if matrix is None:
+            matrix = np.empty((len(vector_at), source.shape[1]), dtype=np.float32)
+        rows = order[start:stop]
+        matrix[rows] = source[vector_at[rows, 2]]
+    return matrix if matrix is not None else np.empty((0, 0), dtype=np.float32)
 
 
 def _rows_by_cell(cells: np.ndarray):
@@ -281,9 +308,9 @@ def search_region(folder: str, group: int, k: int):
     """
     _use_assigned_cpus()
     parts = _load_region(folder, group)
-    vectors = np.concatenate(parts["vectors"])
     ids, cells = np.concatenate(parts["ids"]), np.concatenate(parts["cells"])
     home = np.concatenate(parts["home"])
+    vectors = _vectors_at(folder, np.concatenate(parts["vector_at"]))
     heap = faiss.ResultHeap(len(vectors), k)
     own = np.flatnonzero(home)
     own_cell = cells[own, 0]
@@ -308,26 +335,26 @@ def search_region(folder: str, group: int, k: int):
 def exact_region(folder: str, group: int, queries: np.ndarray, k: int):
     """Task: the ``k`` nearest rows of this region to each query vector, exact (brute force)."""
     _use_assigned_cpus()
-    parts = _load_region(folder, group, mmap=True)
+    parts = _load_region(folder, group)
     distances = np.full((len(queries), k), np.inf, dtype=np.float32)
     labels = np.full((len(queries), k), -1, dtype=np.int64)
     for vectors, ids, home in zip(parts["vectors"], parts["ids"], parts["home"], strict=True):
-        own = np.flatnonzero(home)
-        if not len(own):
+        if not len(vectors):
             continue
-        found_d, found = faiss.knn(queries, np.ascontiguousarray(vectors[own]), min(k, len(own)))
-        found = np.where(found >= 0, ids[own][np.maximum(found, 0)], -1)
+        found_d, found = faiss.knn(queries, np.ascontiguousarray(vectors), min(k, len(vectors)))
+        found = np.where(found >= 0, ids[home][np.maximum(found, 0)], -1)
         distances, labels = merge_nearest(distances, labels, found_d, found, k)
     return distances, labels, _where()
 
 
 def fetch_region_rows(folder: str, group: int, wanted: np.ndarray):
     """Task: ``(ids, vectors)`` of the rows in ``wanted`` whose own region this is."""
-    parts = _load_region(folder, group, mmap=True)
+    parts = _load_region(folder, group)
     found_ids, found_vectors = [], []
     for vectors, ids, home in zip(parts["vectors"], parts["ids"], parts["home"], strict=True):
-        rows = np.flatnonzero(home & np.isin(ids, wanted))
-        found_ids.append(np.asarray(ids[rows]))
+        home_ids = np.asarray(ids[home])  # the file's vectors are its home rows', in order
+        rows = np.flatnonzero(np.isin(home_ids, wanted))
+        found_ids.append(home_ids[rows])
         found_vectors.append(np.asarray(vectors[rows]))
     width = parts["vectors"][0].shape[1] if parts["vectors"] else 0
     if not found_ids:
@@ -379,6 +406,8 @@ class ShardedRanking:
         tasks: per phase, a list of ``{"node", "pid", "peak_mib"}`` of the tasks that ran it.
         shards: the shard paths, in the order their rows are numbered.
         recall_at_1: ``(recall, rows sampled)`` when asked for, else None.
+        look_alikes: per top distinct id, ``(ids, distances)`` of its nearest distinct rows,
+            exact, when asked for.
     """
 
     certified: ann.Certified
@@ -393,6 +422,11 @@ class ShardedRanking:
     tasks: dict
     shards: list
     recall_at_1: tuple | None = None
+    look_alikes: dict = dataclasses.field(default_factory=dict)
+
+    def search_seconds(self) -> float:
+        """Wall time of every phase but the certificate (``certified.seconds``)."""
+        return sum(wall for phase, wall in self.seconds.items() if phase != "certify")
 
     def record(self) -> dict:
         """The run.json entries: certificate, shards, where each phase ran, memory."""
@@ -443,6 +477,7 @@ def rank_sharded(
     seed: int = 0,
     progress: bool = True,
     recall_sample: int = 0,
+    look_alikes: int = 0,
     on_phase=None,
 ) -> ShardedRanking:
     """Score every readable shard row by its nearest distinct rows, with a certified top-N.
@@ -452,6 +487,8 @@ def rank_sharded(
     ``work_dir`` receives the region files for the run and loses them when it ends.
     ``cells`` and ``nprobe`` override the index (``ann.choose_index``'s by default).
     ``recall_sample`` rows, drawn at random, are searched exactly too, for ``recall_at_1``.
+    ``look_alikes``: how many nearest distinct rows each of the top-N (ties included) gets,
+    exactly, in ``ShardedRanking.look_alikes`` (notebook 04 shows them beside each top flake).
     ``on_phase(phase, seconds)`` is called as each phase ends (a long run's log).
     """
     import ray
@@ -554,10 +591,8 @@ def rank_sharded(
 
         tasks["certify"] = []
 
-        def exact_knn(candidates: np.ndarray):
-            """Exact scores of ``candidates``: every region's nearest rows to them, merged."""
-            if not len(candidates):
-                return np.empty(0, np.int64), np.empty(0)
+        def exact_neighbours(candidates: np.ndarray, k: int):
+            """Every region's ``k`` nearest rows to ``candidates``, merged, exact."""
             wanted = ray.put(np.asarray(candidates, dtype=np.int64))
             parts = ray.get([remote["rows"].remote(str(folder), g, wanted)
                              for g in range(n_regions)])  # fmt: skip
@@ -565,13 +600,20 @@ def rank_sharded(
             vectors = np.concatenate([p[1] for p in parts])[np.argsort(ids)]
             vectors = vectors[np.searchsorted(np.sort(ids), candidates)]
             queries = ray.put(np.ascontiguousarray(vectors))
-            found_d = np.full((len(candidates), k_search), np.inf, dtype=np.float32)
-            found = np.full((len(candidates), k_search), -1, dtype=np.int64)
-            futures = [remote["exact"].remote(str(folder), g, queries, k_search)
+            found_d = np.full((len(candidates), k), np.inf, dtype=np.float32)
+            found = np.full((len(candidates), k), -1, dtype=np.int64)
+            futures = [remote["exact"].remote(str(folder), g, queries, k)
                        for g in range(n_regions)]  # fmt: skip
             for more_d, more, where in _gather(futures, "certifying", progress):
-                found_d, found = merge_nearest(found_d, found, more_d, more, k_search)
+                found_d, found = merge_nearest(found_d, found, more_d, more, k)
                 tasks["certify"].append(where)
+            return found_d, found
+
+        def exact_knn(candidates: np.ndarray):
+            """Exact scores of ``candidates`` (``ann.certify_top``'s exact step)."""
+            if not len(candidates):
+                return np.empty(0, np.int64), np.empty(0)
+            found_d, found = exact_neighbours(candidates, k_search)
             return ann.scores_from_neighbours(candidates, found_d, found, k_search - 1)
 
         certified = ann.certify_top(None, nearest, scores, top_n, k_neighbours,
@@ -584,46 +626,116 @@ def rank_sharded(
             exact_scores = exact_knn(sample)[1]
             found = scores[sample] <= exact_scores * (1 + ann.FLOAT_SLACK)
             recall = (float(found.mean()), len(sample))
+        top_look_alikes = {}
+        if look_alikes and n_distinct > 1:
+            kth = np.sort(certified.scores[certified.exact_rows])[::-1][certified.top_n - 1]
+            top = np.sort(certified.exact_rows[certified.scores[certified.exact_rows] >= kth])
+            found_d, found = exact_neighbours(top, min(look_alikes + 1, n_distinct))
+            for row, distances, labels in zip(top, found_d, found, strict=True):
+                other = (labels >= 0) & (labels != row)  # the row itself is among its nearest
+                top_look_alikes[int(row)] = (labels[other][:look_alikes],
+                                             distances[other][:look_alikes])  # fmt: skip
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return ShardedRanking(
         certified=certified, approximate_nearest=nearest, distinct_rows=distinct_rows,
         copies_of=copies_of, distinct_of=distinct_of, n_rows=len(keep), n_distinct=n_distinct,
         settings=settings, seconds=seconds, tasks=tasks, shards=paths, recall_at_1=recall,
+        look_alikes=top_look_alikes,
     )  # fmt: skip
 
 
-def in_listing_order(sharded: ShardedRanking, shard_paths, distinct_sha256):
-    """``(approximate_nearest, certified)`` numbered as the in-process path numbers its rows.
+@dataclasses.dataclass
+class InListing:
+    """A :class:`ShardedRanking` numbered as notebook 04 numbers its flakes (``files``' order).
 
-    ``distinct_sha256`` is the content (file SHA-256) of each of that path's distinct rows
-    (``search.group_copies`` over the assembled features); the shards must hold those contents
-    and no others, as after notebook 04's extraction into a fresh ``RESULTS_DIR``.
+    Attributes:
+        copies: the exact copies among the flakes, as ``search.group_copies`` groups them.
+        nearest: per distinct flake (copy group), its approximate nearest other group.
+        certified: the ``ann.Certified`` record over the groups.
+        sharded: the run it comes from.
+        group_of_id, id_of_group: the sharded run's distinct ids and the groups, both ways.
+    """
+
+    copies: search.Copies
+    nearest: np.ndarray
+    certified: ann.Certified
+    sharded: ShardedRanking
+    group_of_id: np.ndarray
+    id_of_group: np.ndarray
+
+    def look_alikes(self, rows) -> pd.DataFrame:
+        """The exact nearest distinct flakes of ``rows`` (rows of the top-N), as
+        ``search.distinct_neighbours`` returns them: ``row, neighbour, order, distance``."""
+        first_rows, found = self.copies.first_rows, []
+        for row in rows:
+            top_id = int(self.id_of_group[self.copies.groups[row]])
+            ids, distances = self.sharded.look_alikes[top_id]
+            for order, (other, distance) in enumerate(zip(ids, distances, strict=True), 1):
+                neighbour = int(first_rows[self.group_of_id[other]])
+                found.append((int(row), neighbour, order, float(distance)))
+        return pd.DataFrame(found, columns=["row", "neighbour", "order", "distance"])
+
+
+def in_listing_order(sharded: ShardedRanking, vectors: ray_extract.ShardVectors) -> InListing:
+    """``sharded`` numbered as the in-process path numbers the flakes of ``vectors``.
+
+    ``vectors`` (``ray_extract.assemble(..., in_memory=False).features``) names each flake's
+    content; the shards must hold those contents and no others, as after notebook 04's
+    extraction into a fresh ``RESULTS_DIR``.
     """
     shard_sha256 = []
-    for path in shard_paths:
+    for path in sharded.shards:
         table = ray_extract.read_shard(path, ["sha256", "error"])
         errors = table.column("error").to_pylist()
         shard_sha256 += [key for key, error in zip(table.column("sha256").to_pylist(), errors,
                                                     strict=True) if error == ""]  # fmt: skip
     row_of = {key: row for row, key in enumerate(shard_sha256)}
-    ours = np.array([row_of.get(key, -1) for key in distinct_sha256], dtype=np.int64)
-    ids = sharded.distinct_of[np.maximum(ours, 0)]
-    if (ours < 0).any() or sorted(ids) != list(range(sharded.n_distinct)):
+    shard_rows = np.array([row_of.get(key, -1) for key in vectors.sha256], dtype=np.int64)
+    ids = sharded.distinct_of[np.maximum(shard_rows, 0)]  # per flake, its sharded distinct id
+    if (shard_rows < 0).any() or len(np.unique(ids)) != sharded.n_distinct:
         raise ValueError(
             "The shards hold flakes that are not in the image folder (or lack some): the "
             "sharded search ranks every row of its shards. Use a fresh RESULTS_DIR."
         )
-    order = np.empty_like(ids)
-    order[ids] = np.arange(len(ids))  # sharded id -> our row
+    # Groups numbered in order of their first flake, as search.group_copies numbers them.
+    unique_ids, first_of_id = np.unique(ids, return_index=True)
+    by_first = np.argsort(first_of_id)
+    group_of_id = np.full(sharded.n_distinct, -1, dtype=np.int64)
+    group_of_id[unique_ids[by_first]] = np.arange(len(unique_ids))
+    first_rows = first_of_id[by_first]
+    groups = group_of_id[ids]
+    copies = search.Copies(
+        groups, first_rows, np.setdiff1d(np.arange(len(ids)), first_rows, assume_unique=True)
+    )
+    id_of_group = unique_ids[by_first]
 
     def ours_of(nearest: np.ndarray) -> np.ndarray:
-        return np.where(nearest >= 0, order[np.maximum(nearest, 0)], -1)
+        return np.where(nearest >= 0, group_of_id[np.maximum(nearest, 0)], -1)
 
     certified = dataclasses.replace(
         sharded.certified,
-        nearest=ours_of(sharded.certified.nearest[ids]),
-        scores=sharded.certified.scores[ids],
-        exact_rows=np.sort(order[sharded.certified.exact_rows]),
+        nearest=ours_of(sharded.certified.nearest[id_of_group]),
+        scores=sharded.certified.scores[id_of_group],
+        exact_rows=np.sort(group_of_id[sharded.certified.exact_rows]),
     )
-    return ours_of(sharded.approximate_nearest[ids]), certified
+    nearest = ours_of(sharded.approximate_nearest[id_of_group])
+    return InListing(copies, nearest, certified, sharded, group_of_id, id_of_group)
+
+
+def rank_listing(
+    vectors: ray_extract.ShardVectors,
+    work_dir: str | os.PathLike,
+    top_n: int,
+    k_neighbours: int = 1,
+    recall_sample: int = 0,
+    look_alikes: int = 0,
+    progress: bool = True,
+) -> InListing:
+    """:func:`rank_sharded` over the shards behind ``vectors``, numbered as their flakes are."""
+    shard_paths = sorted(vectors.folder.glob("*.parquet"))
+    sharded = rank_sharded(
+        shard_paths, work_dir, top_n, k_neighbours, progress=progress,
+        recall_sample=recall_sample, look_alikes=look_alikes,
+    )  # fmt: skip
+    return in_listing_order(sharded, vectors)
