@@ -273,7 +273,8 @@ def _load_region(folder: str, group: int) -> dict:
 
 def _vectors_at(folder: str, vector_at: np.ndarray) -> np.ndarray:
     """The rows ``vector_at`` points to, ``(region, shard, position)`` each, read from the
-    region files (memory-mapped: only those rows are read)."""
+    region files. Each file is memory-mapped for the call only, so the pages read do not stay
+    with the process (a mapped page counts as its memory)."""
     order = np.lexsort((vector_at[:, 1], vector_at[:, 0]))
     pairs, starts = np.unique(vector_at[order, :2], axis=0, return_index=True)
     matrix = None
@@ -283,6 +284,7 @@ def _vectors_at(folder: str, vector_at: np.ndarray) -> np.ndarray:
             matrix = np.empty((len(vector_at), source.shape[1]), dtype=np.float32)
         rows = order[start:stop]
         matrix[rows] = source[vector_at[rows, 2]]
+        del source
     return matrix if matrix is not None else np.empty((0, 0), dtype=np.float32)
 
 
@@ -310,9 +312,12 @@ def search_region(folder: str, group: int, k: int):
     parts = _load_region(folder, group)
     ids, cells = np.concatenate(parts["ids"]), np.concatenate(parts["cells"])
     home = np.concatenate(parts["home"])
-    vectors = _vectors_at(folder, np.concatenate(parts["vector_at"]))
-    heap = faiss.ResultHeap(len(vectors), k)
+    vector_at = np.concatenate(parts["vector_at"])
+    # The region's own rows in memory; the queries' rows read cell by cell, so that a region
+    # that many rows visit takes no more memory than one that few do.
     own = np.flatnonzero(home)
+    own_vectors = np.concatenate([np.asarray(v) for v in parts["vectors"]])
+    heap = faiss.ResultHeap(len(ids), k)
     own_cell = cells[own, 0]
     order = np.argsort(own_cell, kind="stable")
     bounds = np.searchsorted(own_cell[order], np.unique(own_cell), side="left")
@@ -320,12 +325,13 @@ def search_region(folder: str, group: int, k: int):
     for cell, start, stop in zip(
         np.unique(own_cell), bounds, [*bounds[1:], len(order)], strict=True
     ):
-        data = own[order[start:stop]]
+        data = order[start:stop]  # positions among the own rows
         queries = probing(cell)
-        distances, found = faiss.knn(vectors[queries], vectors[data], min(k, len(data)))
+        query_vectors = _vectors_at(folder, vector_at[queries])
+        distances, found = faiss.knn(query_vectors, own_vectors[data], min(k, len(data)))
         pad = k - found.shape[1]
         distances = np.pad(distances, ((0, 0), (0, pad)), constant_values=np.inf)
-        found = np.pad(np.where(found >= 0, ids[data][np.maximum(found, 0)], -1),
+        found = np.pad(np.where(found >= 0, ids[own[data]][np.maximum(found, 0)], -1),
                        ((0, 0), (0, pad)), constant_values=-1)  # fmt: skip
         heap.add_result_subset(queries.astype(np.int64), distances, found)
     heap.finalize()
@@ -569,10 +575,11 @@ def rank_sharded(
         started = time.perf_counter()
         distances = np.full((n_distinct, k_search), np.inf, dtype=np.float32)
         labels = np.full((n_distinct, k_search), -1, dtype=np.int64)
-        futures = [remote["search"].remote(str(folder), g, k_search) for g in range(n_regions)]
+        # Only the pending tasks are referenced: a region's answer leaves the object store
+        # (and this process) once merged, instead of all of them staying to the end.
+        pending = [remote["search"].remote(str(folder), g, k_search) for g in range(n_regions)]
         tasks["search"], merge_seconds = [], 0.0
-        with tqdm(total=len(futures), desc="searching regions", disable=not progress) as bar:
-            pending = futures
+        with tqdm(total=len(pending), desc="searching regions", disable=not progress) as bar:
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
                 ids, found_d, found, where = ray.get(done[0])
@@ -583,6 +590,7 @@ def rank_sharded(
                 merge_seconds += time.perf_counter() - merge_started
                 tasks["search"].append(where)
                 bar.update(1)
+                del done, ids, found_d, found
         finished("search", time.perf_counter() - started - merge_seconds)
         finished("merge", merge_seconds)
         rows = np.arange(n_distinct, dtype=np.int64)
