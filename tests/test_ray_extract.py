@@ -62,8 +62,11 @@ def sockets_of(pids: set[int], *ss_args: str) -> list[tuple[str, str]]:
 
 def start_driver() -> subprocess.Popen:
     """A Python process that starts a local Ray with ``start_ray`` and then waits."""
+    # Ctrl-C raises KeyboardInterrupt, as in a terminal or a kernel, even when the tests run in
+    # a background job (which starts its processes with SIGINT ignored).
     code = (
-        "import time\n"
+        "import signal, time\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "from snowflake_tools import ray_extract\n"
         "ray_extract.start_ray(None)\n"
         "print('started', flush=True)\n"
@@ -110,7 +113,7 @@ def test_a_killed_driver_leaves_no_ray_process_or_listener(how):
         ports = {local for local, _ in sockets_of(ray_pids, "-l")}
         assert ports, "expected Ray processes listening"
         driver.send_signal(how)
-        driver.wait()
+        driver.wait(timeout=CLEANUP_DEADLINE_S)  # a driver that ignored the signal fails here
         deadline = time.monotonic() + CLEANUP_DEADLINE_S
         while (alive(ray_pids) or ports & listening_ports()) and time.monotonic() < deadline:
             time.sleep(0.5)
