@@ -139,7 +139,13 @@ def write_synthetic_shards(n: int, folder: Path, shard_rows: int = SHARD_ROWS, d
 
 
 class MemoryPoller:
-    """Peak resident memory of this process and of each other process of its tree (psutil)."""
+    """Peak memory of this process and of each other process of its tree (psutil).
+
+    Two measures per process: its own memory (resident and not shared: what it alone holds)
+    and its whole resident set, which also counts the pages of files it maps (the region
+    files, page cache the kernel reclaims at need) and of Ray's shared object store (counted
+    in every process that reads an object, though it is held once).
+    """
 
     def __init__(self):
         import threading
@@ -157,21 +163,26 @@ class MemoryPoller:
             for process in [self.me, *self.me.children(recursive=True)]:
                 try:
                     key = (process.pid, " ".join(process.cmdline()[:3])[-60:])
-                    rss = process.memory_info().rss / 2**20
+                    memory = process.memory_info()
                 except Exception:
                     continue
-                self.peaks[key] = max(self.peaks.get(key, 0.0), rss)
+                own, rss = (memory.rss - memory.shared) / 2**20, memory.rss / 2**20
+                before = self.peaks.get(key, (0.0, 0.0))
+                self.peaks[key] = (max(before[0], own), max(before[1], rss))
 
     def finish(self) -> dict:
-        """``{"driver_mib", "largest_worker_mib", "largest_worker"}`` of the polls."""
+        """``{"driver_mib", "driver_rss_mib", "largest_worker_mib", "largest_worker_rss_mib",
+        "largest_worker"}`` of the polls (``*_mib``: own memory)."""
         self.stop.set()
         self.thread.join()
         others = {key: peak for key, peak in self.peaks.items() if key[0] != self.me.pid}
-        largest = max(others, key=others.get, default=None)
+        largest = max(others, key=lambda key: others[key][0], default=None)
         mine = [peak for key, peak in self.peaks.items() if key[0] == self.me.pid]
         # Polled, not the process's lifetime peak: writing the shards before is no part of it.
-        return {"driver_mib": max(mine, default=0.0),
-                "largest_worker_mib": others.get(largest, 0.0),
+        return {"driver_mib": max((own for own, _ in mine), default=0.0),
+                "driver_rss_mib": max((rss for _, rss in mine), default=0.0),
+                "largest_worker_mib": others[largest][0] if largest else 0.0,
+                "largest_worker_rss_mib": max((rss for _, rss in others.values()), default=0.0),
                 "largest_worker": largest[1] if largest else ""}  # fmt: skip
 
 
@@ -535,8 +546,9 @@ def sharded_report(results: list[dict]) -> str:
         "",
         f"Parquet shards of {SHARD_ROWS:,} rows on disk; a local Ray (1 node) or a cluster "
         f"started on this machine (2 nodes, its CPUs shared out); top-{TOP_N} certified; "
-        f"recall@1 on {RECALL_SAMPLE:,} sampled rows. Memory: peak RSS, psutil every "
-        f"{MEMORY_POLL_S:g} s.",
+        f"recall@1 on {RECALL_SAMPLE:,} sampled rows. Memory: a process's own peak (resident, "
+        f"not shared) and, in brackets, its peak RSS with mapped files and Ray's shared object "
+        f"store; psutil every {MEMORY_POLL_S:g} s.",
         "",
         "| n | nodes (searched, certified) | shards | index | "
         + " | ".join(f"{p} s" for p in phases)
@@ -550,13 +562,14 @@ def sharded_report(results: list[dict]) -> str:
         lines.append(
             f"| {r['n']:,} | {r['nodes']} ({r['nodes_by_phase']['search']}, "
             f"{r['nodes_by_phase']['certify']}) | {r['shards']} | "
-            f"IVF-Flat {index['cells']} cells in {index['regions']} regions, "
-            f"nprobe {index['nprobe']} | "
+            f"IVF-Flat {index['cells']} cells in {index['regions']} regions "
+            f"({index['region_rows']['smallest']:,} to {index['region_rows']['largest']:,} "
+            f"rows, {index['regions_probed']} probed), nprobe {index['nprobe']} | "
             + " | ".join(f"{r['seconds'].get(p, 0):.1f}" for p in phases)
             + f" | {r['total_seconds']:.1f} | {r['certificate_candidates']:,} | "
             f"{'yes' if r['certified'] else 'NO'} "
-            f"| {r['recall_at_1']:.3f} | {r['driver_mib']:,.0f} | "
-            f"{r['largest_worker_mib']:,.0f} | "
+            f"| {r['recall_at_1']:.3f} | {r['driver_mib']:,.0f} ({r['driver_rss_mib']:,.0f}) | "
+            f"{r['largest_worker_mib']:,.0f} ({r['largest_worker_rss_mib']:,.0f}) | "
             + ("not run" if same is None else "yes" if same else "NO")
             + " |"
         )

@@ -7,6 +7,7 @@ import pickle
 
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before Ray is imported: loopback only
 
+import faiss
 import numpy as np
 import pytest
 from helpers import clustered_rows, same_certified_top, write_shards
@@ -68,6 +69,58 @@ def test_sloppy_index_misses_are_caught(local_ray, tmp_path):
     assert same_certified_top(sharded, local)
 
 
+def test_a_region_searched_block_by_block_finds_the_same(tmp_path, monkeypatch):
+    # The tasks run in this process, so that the block size can be changed for them.
+    monkeypatch.setattr(sharded_search, "_use_assigned_cpus", lambda: None)
+    monkeypatch.setattr(sharded_search, "_where", dict)
+    rows = clustered_rows(2000, seed=2)
+    paths = write_shards(rows, tmp_path / "shards", parts=3)
+    quantizer = sharded_search.train_quantizer(40, 3, 0, rows)
+    folder = tmp_path / "regions"
+    folder.mkdir()
+    first_id = 0
+    for number, path in enumerate(paths):
+        count = len(sharded_search.read_vectors(path))
+        keep = np.ones(count, dtype=bool)
+        sharded_search.assign_shard(str(path), number, keep, first_id, quantizer, 4, str(folder))
+        first_id += count
+    regions = len(quantizer["regions"])
+    assert regions > 1
+
+    answers = []
+    for block_rows in (10**9, 7):  # the whole region at once; about a cell at a time
+        monkeypatch.setattr(sharded_search, "QUERY_BLOCK_ROWS", block_rows)
+        searched = [sharded_search.search_region(str(folder), g, 2) for g in range(regions)]
+        answers.append([answer[:3] for answer in searched])
+    for whole, blocks in zip(*answers, strict=True):
+        for one, other in zip(whole, blocks, strict=True):
+            np.testing.assert_array_equal(one, other)
+    # Each query's nearest is a real row at its exact distance.
+    for ids, distances, labels in answers[1]:
+        found = labels[:, 0] >= 0
+        exact = ((rows[ids[found]] - rows[labels[found, 0]]) ** 2).sum(axis=1)
+        np.testing.assert_allclose(distances[found, 0], exact, rtol=1e-4, atol=1e-4)
+
+
+def test_a_crowded_region_is_split(monkeypatch):
+    monkeypatch.setattr(sharded_search, "_use_assigned_cpus", lambda: None)
+    monkeypatch.setattr(sharded_search, "_where", dict)
+    rng = np.random.default_rng(3)
+    centres = rng.gamma(0.6, 4.0, (5, 16))
+    sizes = [4000, 250, 250, 250, 250]  # one cluster holds 80 % of the rows
+    sample = np.vstack(
+        [c + rng.standard_normal((s, 16)) for c, s in zip(centres, sizes, strict=True)]
+    )
+    quantizer = sharded_search.train_quantizer(50, 5, 0, sample.astype(np.float32))
+    regions = quantizer["regions"]
+    home = faiss.knn(sample.astype(np.float32), regions, 1)[1][:, 0]
+    shares = np.bincount(home, minlength=len(regions)) / len(sample)
+    assert len(regions) > 5
+    assert shares.max() <= sharded_search.REGION_SPLIT / 5
+    # Every region has cells, and every cell one region.
+    assert set(quantizer["cell_group"]) == set(range(len(regions)))
+
+
 def test_unreadable_shard_stops_with_its_name(local_ray, tmp_path):
     paths = write_shards(clustered_rows(300), tmp_path / "shards", parts=3)
     paths[1].write_bytes(b"not parquet at all")
@@ -82,6 +135,11 @@ def test_choose_path():
     assert sharded_search.choose_path(10, "ray") == "ray"
     with pytest.raises(ValueError, match="SEARCH must be one of"):
         sharded_search.choose_path(10, "cluster")
+
+
+def test_rows_look_in_more_regions_as_there_are_more():
+    probed = [sharded_search.regions_to_probe(n) for n in (1, 3, 5, 16, 50, 200)]
+    assert probed == [1, 3, 4, 4, 8, 15]
 
 
 def test_damaged_shard_error_crosses_processes(tmp_path):

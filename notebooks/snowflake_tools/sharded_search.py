@@ -7,15 +7,17 @@ step that touches the rows is a Ray task, so any node of a cluster can do it:
 1. **Scan** each Parquet shard: a content hash per row (to find exact copies) and a sample.
 2. **Copies**: rows with equal hashes are confirmed equal on their vectors; a copy's first row
    stays, the others leave the search (as ``search.group_copies`` does in one process).
-3. **Train** once, on the sample: a two-level IVF quantizer. ``groups`` coarse centroids split
-   the space into regions of about :data:`GROUP_ROWS` rows; each region gets its own IVF cells.
-4. **Assign** each shard's distinct rows to their ``nprobe`` nearest cells (looking only in the
-   :data:`GROUP_PROBE` nearest regions, so the cost does not grow with the number of cells),
+3. **Train** once, on the sample: a two-level IVF quantizer. Coarse centroids split the space
+   into regions of about :data:`GROUP_ROWS` rows (a region far larger is split again); each
+   region gets its own IVF cells.
+4. **Assign** each shard's distinct rows to their ``nprobe`` nearest cells (looking only in
+   their nearest regions, :func:`regions_to_probe`, so the cost grows slower than the cells),
    and write each row's vector once, to its own region, as memory-mappable ``.npy`` files;
    every other region one of its cells lies in lists it as a query, pointing to that vector.
 5. **Search** each region in one task: every query against the rows of the cells it probes
-   there, exactly (IVF-Flat, cell by cell, as ``ann.search_rows`` does). The driver keeps each
-   row's nearest over the regions: real rows at exact distances, so scores over-estimate.
+   there, exactly (IVF-Flat, cell by cell, as ``ann.search_rows`` does; the queries are read
+   a block of cells at a time). The driver keeps each row's nearest over the regions: real
+   rows at exact distances, so scores over-estimate.
 6. **Certify** as ``ann.certify_top``, with the exact step asked of every region: each returns,
    for each candidate, its nearest rows there; the driver keeps the nearest.
 
@@ -53,11 +55,19 @@ from snowflake_tools import ann, ray_extract, search
 LOCAL_MAX_ROWS = 1_000_000
 #: ``SEARCH`` values the notebook accepts.
 SEARCH_PATHS = ("auto", "local", "ray")
-#: Distinct rows per region (one search task): bounds a task's memory to about 2 x 400 MB of
-#: 512-value rows (its own rows and the queries that probe them from other regions).
+#: Distinct rows per region (one search task): a task holds its region's own rows (400 MB of
+#: 512-value rows) and one block of queries (:data:`QUERY_BLOCK_ROWS`).
 GROUP_ROWS = 200_000
-#: Regions searched for each row's cells: its nearest few, not all of them.
+#: Regions searched for each row's cells: its nearest few, not all of them (at least this many;
+#: :func:`regions_to_probe` says how many).
 GROUP_PROBE = 4
+#: A region with more than this many times its share of the training sample is split.
+REGION_SPLIT = 2
+#: Times the regions are split again while one is still too large (k-means is no exact split).
+REGION_SPLIT_ROUNDS = 3
+#: Query rows a region's search reads from the region files at a time: 250,000 rows of 512
+#: float32 values are 500 MB, and each read maps every region file once.
+QUERY_BLOCK_ROWS = 250_000
 #: Training rows per IVF cell, as in one process.
 TRAIN_PER_CELL = ann.IVF_TRAIN_PER_CELL
 #: k-means iterations of the training: the cells need not be optimal, only reasonable.
@@ -174,34 +184,60 @@ def _use_assigned_cpus() -> None:
 def train_quantizer(cells: int, groups: int, seed: int, *samples):
     """Task: the two-level quantizer from the scanned samples.
 
-    Returns ``(centroids, cell_group)``: the cells' centroids float32 ``(cells', d)`` and each
-    cell's region; the regions' own centroids are the mean of their cells', weighted alike.
-    The only task of its phase, it takes every CPU of the smallest node.
+    Returns ``{"centroids", "cell_group", "regions"}``: the cells' centroids float32
+    ``(cells', d)``, each cell's region, and the regions' own centroids (k-means of the sample,
+    the rule that split it, so a row goes where sample rows like it went). A region holding more
+    than :data:`REGION_SPLIT` times its share of the sample is split by k-means, so that no
+    search task is many times another (k-means over clusters of different sizes makes regions
+    of very different sizes). The only task of its phase, it takes every CPU of the smallest
+    node.
     """
     _use_assigned_cpus()
     sample = np.concatenate(samples)
     tops = _kmeans(sample, groups, seed)
     home = faiss.knn(sample, tops, 1)[1][:, 0]
-    centroids, cell_group = [], []
-    for members in (sample[home == group] for group in range(len(tops))):
+    for _ in range(REGION_SPLIT_ROUNDS):
+        sizes = np.bincount(home, minlength=len(tops))
+        target = len(sample) / groups
+        if sizes.max() <= REGION_SPLIT * target:
+            break
+        tops = np.concatenate([
+            _kmeans(sample[home == group], math.ceil(size / target), seed)
+            if size > REGION_SPLIT * target else tops[group : group + 1]
+            for group, size in enumerate(sizes)
+        ])  # fmt: skip
+        home = faiss.knn(sample, tops, 1)[1][:, 0]
+    centroids, cell_group, regions = [], [], []
+    for group in range(len(tops)):
+        members = sample[home == group]
         if len(members):  # a region's cells in proportion to its share of the sample
             share = max(1, round(cells * len(members) / len(sample)))
             centroids.append(_kmeans(members, share, seed))
-            cell_group.append(np.full(len(centroids[-1]), len(cell_group), dtype=np.int64))
+            cell_group.append(np.full(len(centroids[-1]), len(regions), dtype=np.int64))
+            regions.append(tops[group])
     centroids, cell_group = np.concatenate(centroids), np.concatenate(cell_group)
-    return {"centroids": centroids, "cell_group": cell_group, **_where()}
+    return {"centroids": centroids, "cell_group": cell_group, "regions": np.stack(regions),
+            **_where()}  # fmt: skip
 
 
-def assign_cells(vectors: np.ndarray, centroids: np.ndarray, cell_group: np.ndarray, nprobe: int):
+def regions_to_probe(n_regions: int) -> int:
+    """How many nearest regions a row looks in for its cells: :data:`GROUP_PROBE`, and more
+    as the regions grow in number (their square root), so that a row's nearest rows stay
+    within reach when the space is cut finer."""
+    return min(n_regions, max(GROUP_PROBE, math.ceil(math.sqrt(n_regions))))
+
+
+def assign_cells(vectors: np.ndarray, quantizer: dict, nprobe: int):
     """Each row's ``nprobe`` nearest cells (nearest first), looking in its nearest regions.
 
-    Returns int64 ``(n, nprobe)`` cell numbers (``-1`` where fewer cells exist).
+    ``quantizer`` is :func:`train_quantizer`'s. Returns int64 ``(n, nprobe)`` cell numbers
+    (``-1`` where fewer cells exist).
     """
-    n_groups = int(cell_group.max()) + 1
-    tops = np.stack([centroids[cell_group == g].mean(axis=0) for g in range(n_groups)])
-    near_groups = faiss.knn(vectors, tops, min(GROUP_PROBE, n_groups))[1]
+    centroids, cell_group = quantizer["centroids"], quantizer["cell_group"]
+    n_regions = len(quantizer["regions"])
+    near_groups = faiss.knn(vectors, quantizer["regions"], regions_to_probe(n_regions))[1]
     heap = faiss.ResultHeap(len(vectors), nprobe)
-    for group in range(n_groups):
+    for group in range(n_regions):
         rows = np.flatnonzero((near_groups == group).any(axis=1))
         if not len(rows):
             continue
@@ -232,7 +268,7 @@ def assign_shard(
     _use_assigned_cpus()
     vectors = read_vectors(path)[keep]
     ids = first_id + np.arange(len(vectors), dtype=np.int64)
-    cells = assign_cells(vectors, quantizer["centroids"], quantizer["cell_group"], nprobe)
+    cells = assign_cells(vectors, quantizer, nprobe)
     regions = np.where(cells >= 0, quantizer["cell_group"][np.maximum(cells, 0)], -1)
     own_region = regions[:, 0]
     position = np.empty(len(vectors), dtype=np.int64)  # each row's place in its region's file
@@ -253,7 +289,8 @@ def assign_shard(
             np.save(temporary, array)
             temporary.rename(stem.with_name(f"{stem.name}.{name}.npy"))
         written[int(group)] = len(rows)
-    return {"written": written, **_where()}
+    home_rows = np.bincount(own_region, minlength=len(quantizer["regions"]))
+    return {"written": written, "home_rows": home_rows, **_where()}
 
 
 #: The files :func:`assign_shard` writes per region and shard.
@@ -313,29 +350,39 @@ def search_region(folder: str, group: int, k: int):
     ids, cells = np.concatenate(parts["ids"]), np.concatenate(parts["cells"])
     home = np.concatenate(parts["home"])
     vector_at = np.concatenate(parts["vector_at"])
-    # The region's own rows in memory; the queries' rows read cell by cell, so that a region
-    # that many rows visit takes no more memory than one that few do.
     own = np.flatnonzero(home)
     own_vectors = np.concatenate([np.asarray(v) for v in parts["vectors"]])
     heap = faiss.ResultHeap(len(ids), k)
     own_cell = cells[own, 0]
     order = np.argsort(own_cell, kind="stable")
-    bounds = np.searchsorted(own_cell[order], np.unique(own_cell), side="left")
+    cell_numbers, bounds = np.unique(own_cell[order], return_index=True)
     probing = _rows_by_cell(cells)
-    for cell, start, stop in zip(
-        np.unique(own_cell), bounds, [*bounds[1:], len(order)], strict=True
-    ):
-        data = order[start:stop]  # positions among the own rows
+    block, block_rows = [], 0
+    for cell, start, stop in zip(cell_numbers, bounds, [*bounds[1:], len(order)], strict=True):
         queries = probing(cell)
-        query_vectors = _vectors_at(folder, vector_at[queries])
+        block.append((order[start:stop], queries))  # positions among the own rows, queries
+        block_rows += len(queries)
+        if block_rows >= QUERY_BLOCK_ROWS or cell == cell_numbers[-1]:
+            _search_block(folder, block, vector_at, own_vectors, ids[own], k, heap)
+            block, block_rows = [], 0
+    heap.finalize()
+    return ids, heap.D, heap.I, _where()
+
+
+def _search_block(folder, block, vector_at, own_vectors, own_ids, k, heap) -> None:
+    """Search a block of cells: ``[(own positions, query rows), ...]``. The block's query
+    vectors are read from the region files once, so a region's memory is its own rows and
+    one block of queries, and each cell is one ``faiss.knn`` of its queries on its rows."""
+    wanted = np.unique(np.concatenate([queries for _, queries in block]))
+    block_vectors = _vectors_at(folder, vector_at[wanted])
+    for data, queries in block:
+        query_vectors = block_vectors[np.searchsorted(wanted, queries)]
         distances, found = faiss.knn(query_vectors, own_vectors[data], min(k, len(data)))
         pad = k - found.shape[1]
         distances = np.pad(distances, ((0, 0), (0, pad)), constant_values=np.inf)
-        found = np.pad(np.where(found >= 0, ids[own[data]][np.maximum(found, 0)], -1),
+        found = np.pad(np.where(found >= 0, own_ids[data][np.maximum(found, 0)], -1),
                        ((0, 0), (0, pad)), constant_values=-1)  # fmt: skip
         heap.add_result_subset(queries.astype(np.int64), distances, found)
-    heap.finalize()
-    return ids, heap.D, heap.I, _where()
 
 
 def exact_region(folder: str, group: int, queries: np.ndarray, k: int):
@@ -407,7 +454,8 @@ class ShardedRanking:
         copies_of: per distinct id, how many other rows are exact copies of it.
         distinct_of: per readable shard row (shard order), its distinct id.
         n_rows, n_distinct: readable rows, and rows left after merging copies.
-        settings: ``{"kind": "ivf-sharded", "cells", "regions", "nprobe"}``.
+        settings: ``{"kind": "ivf-sharded", "cells", "regions", "regions_probed", "nprobe",
+            "region_rows"}`` (``region_rows``: smallest, median and largest region).
         seconds: wall time per phase (scan, copies, train, assign, search, merge, certify).
         tasks: per phase, a list of ``{"node", "pid", "peak_mib"}`` of the tasks that ran it.
         shards: the shard paths, in the order their rows are numbered.
@@ -550,16 +598,17 @@ def rank_sharded(
     quantizer = ray.get(train.remote(n_cells, n_groups, seed, *[s for _, s in scanned]))
     del scanned
     tasks["train"] = [{key: quantizer[key] for key in ("node", "pid", "peak_mib")}]
-    n_regions = int(quantizer["cell_group"].max()) + 1
+    n_regions = len(quantizer["regions"])
     settings = {"kind": "ivf-sharded", "cells": len(quantizer["centroids"]),
-                "regions": n_regions, "nprobe": n_probe}  # fmt: skip
+                "regions": n_regions, "regions_probed": regions_to_probe(n_regions),
+                "nprobe": n_probe}  # fmt: skip
     finished("train", time.perf_counter() - started)
 
     folder = Path(work_dir) / f".regions-{uuid.uuid4().hex}"
     folder.mkdir(parents=True)
     try:
         started = time.perf_counter()
-        quantizer_ref = ray.put({k: quantizer[k] for k in ("centroids", "cell_group")})
+        quantizer_ref = ray.put({k: quantizer[k] for k in ("centroids", "cell_group", "regions")})
         offsets = np.concatenate([[0], np.cumsum(counts)])
         first_ids = np.concatenate([[0], np.cumsum(keep)])[offsets]  # each shard's first id
         futures = [
@@ -569,6 +618,10 @@ def rank_sharded(
         ]  # fmt: skip
         assigned = _gather(futures, "assigning cells", progress)
         tasks["assign"] = [{key: a[key] for key in ("node", "pid", "peak_mib")} for a in assigned]
+        region_rows = np.sum([a["home_rows"] for a in assigned], axis=0)
+        settings["region_rows"] = {"smallest": int(region_rows.min()),
+                                   "median": int(np.median(region_rows)),
+                                   "largest": int(region_rows.max())}  # fmt: skip
         finished("assign", time.perf_counter() - started)
 
         k_search = min(k_neighbours, n_distinct - 1) + 1
