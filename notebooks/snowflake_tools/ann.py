@@ -455,32 +455,19 @@ def rank_with_ray(
     precision = features.precision_of(extractor)
     if search_path == "local":
         at_scale, _, distinct = rank_at_scale(assembled.features, index_kind, top_n, k_neighbours)
-        return ScaleRun(
-            precision=precision,
-            extraction=extraction,
-            assembled=assembled,
-            distinct=distinct,
-            settings=at_scale.settings,
-            nearest=at_scale.approximate_nearest,
-            certified=at_scale.certified,
-            search_seconds=at_scale.index_seconds + at_scale.search_seconds,
-            ranking=search.rank_uniqueness(at_scale.neighbours, assembled.files),
+        found = dict(distinct=distinct, settings=at_scale.settings,
+                     nearest=at_scale.approximate_nearest, certified=at_scale.certified,
+                     search_seconds=at_scale.index_seconds + at_scale.search_seconds,
+                     neighbours=at_scale.neighbours, on_ray=None)  # fmt: skip
+    else:
+        on_ray = sharded_search.rank_listing(
+            assembled.features, shards.parent, top_n, k_neighbours, **on_ray_options
         )
-    on_ray = sharded_search.rank_listing(
-        assembled.features, shards.parent, top_n, k_neighbours, **on_ray_options
-    )
-    neighbours = search.neighbours_per_row(
-        on_ray.copies, on_ray.certified.nearest, on_ray.certified.scores
-    )
-    return ScaleRun(
-        precision=precision,
-        extraction=extraction,
-        assembled=assembled,
-        distinct=assembled.features.take(on_ray.copies.first_rows),
-        settings=on_ray.sharded.settings,
-        nearest=on_ray.nearest,
-        certified=on_ray.certified,
-        search_seconds=on_ray.sharded.search_seconds(),
-        ranking=search.rank_uniqueness(neighbours, assembled.files),
-        on_ray=on_ray,
-    )
+        found = dict(distinct=assembled.features.take(on_ray.copies.first_rows),
+                     settings=on_ray.sharded.settings, nearest=on_ray.nearest,
+                     certified=on_ray.certified, search_seconds=on_ray.sharded.search_seconds(),
+                     neighbours=search.neighbours_per_row(on_ray.copies, on_ray.certified.nearest,
+                                                          on_ray.certified.scores),
+                     on_ray=on_ray)  # fmt: skip
+    ranking = search.rank_uniqueness(found.pop("neighbours"), assembled.files)
+    return ScaleRun(precision, extraction, assembled, ranking=ranking, **found)

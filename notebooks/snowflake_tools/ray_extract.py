@@ -594,50 +594,46 @@ def write_shard(table: pa.Table, folder: Path) -> Path:
 
 
 class ShardVectors:
-    """The feature rows of some flakes where they stay, in the Parquet shards of a folder.
+    """The feature rows of some flakes where they stay, in Parquet shards.
 
     Indexing reads just the rows asked for, a shard at a time, in the order asked:
     ``vectors[rows]`` (a list or array of row numbers, or a slice) is a float32 matrix,
     ``vectors[row]`` one vector. ``take(rows)`` is a smaller ``ShardVectors``, still unread.
     So notebook 04 on Ray reads the rows it shows, never all of them.
+
+    Attributes: ``paths``, the shards in order; ``places``, int64 ``(n, 2)``, each flake's
+    shard (its number in ``paths``) and row there; ``readable_rows``, each flake's number
+    among the readable rows of all shards in order (how ``sharded_search`` numbers rows).
     """
 
-    def __init__(self, folder: str | os.PathLike, sha256: Sequence[str], width: int):
-        self.folder = Path(folder)
-        self.sha256 = np.asarray(sha256, dtype=object)
-        self.shape = (len(self.sha256), int(width))
+    def __init__(self, paths, places: np.ndarray, readable_rows: np.ndarray, width: int):
+        self.paths = [Path(path) for path in paths]
+        self.places = np.asarray(places, dtype=np.int64).reshape(-1, 2)
+        self.readable_rows = np.asarray(readable_rows, dtype=np.int64)
+        self.shape = (len(self.places), int(width))
 
     def __len__(self) -> int:
         return self.shape[0]
 
     def take(self, rows) -> ShardVectors:
         """The rows ``rows`` (numbers or a slice), as a ``ShardVectors`` (nothing read)."""
-        return ShardVectors(self.folder, self.sha256[rows], self.shape[1])
+        return ShardVectors(self.paths, self.places[rows], self.readable_rows[rows], self.shape[1])
 
     def __getitem__(self, rows) -> np.ndarray:
         if isinstance(rows, int | np.integer):
             return self[[rows]][0]
-        wanted = self.sha256[rows]
-        first_place: dict[str, int] = {}
-        for place, key in enumerate(wanted):  # a content asked for twice is read once
-            first_place.setdefault(key, place)
-        matrix = np.empty((len(wanted), self.shape[1]), dtype=np.float32)
-        filled = np.zeros(len(wanted), dtype=bool)
-        for path in sorted(self.folder.glob("*.parquet")):
-            keys = read_shard(path, ["sha256"]).column("sha256").to_pylist()
-            found = [(row, first_place[key]) for row, key in enumerate(keys) if key in first_place]
-            if found:
-                vectors = read_shard(path, ["vector"]).column("vector").take([r for r, _ in found])
-                places = [place for _, place in found]
-                matrix[places] = vector_matrix(vectors)
-                filled[places] = True
-        firsts = np.array([first_place[key] for key in wanted], dtype=np.int64)
-        if not filled[firsts].all():
-            raise ValueError(
-                f"{int((~filled[firsts]).sum())} of the rows asked for are not in the shards of "
-                f"{self.folder}: extract their images first (notebook 04, step 3)."
-            )
-        return matrix[firsts]
+        places = self.places[rows]
+        matrix = np.empty((len(places), self.shape[1]), dtype=np.float32)
+        for shard in np.unique(places[:, 0]):
+            here = np.flatnonzero(places[:, 0] == shard)
+            column = read_shard(self.paths[shard], ["vector"]).column("vector")
+            if places[here, 1].max() >= len(column):
+                raise ValueError(
+                    f"{self.paths[shard]} has fewer rows than when its flakes were listed: "
+                    "run notebook 04 again from step 3."
+                )
+            matrix[here] = vector_matrix(column.take(places[here, 1]))
+        return matrix
 
 
 def vector_matrix(column) -> np.ndarray:
@@ -668,6 +664,7 @@ def assemble(listing: pd.DataFrame, folder: str | os.PathLike, in_memory: bool =
 
     ``in_memory=False`` reads no vector: the rows stay in the shards (:class:`ShardVectors`).
     """
+    paths = sorted(Path(folder).glob("*.parquet"))
     table = read_shards(folder, ["sha256", "vector", "error"] if in_memory else ["sha256", "error"])
     row_of = {key: row for row, key in enumerate(table.column("sha256").to_pylist())}
     errors = table.column("error").to_pylist()
@@ -681,8 +678,13 @@ def assemble(listing: pd.DataFrame, folder: str | os.PathLike, in_memory: bool =
             keep.append((position, row))
     rows = np.array([row for _, row in keep], dtype=np.int64)
     if not in_memory:
-        width = shard_width(folder)
-        features = ShardVectors(folder, [listing["sha256"].iloc[p] for p, _ in keep], width)
+        starts = np.cumsum([0, *(pq.ParquetFile(path).metadata.num_rows for path in paths)])
+        shard = np.searchsorted(starts, rows, side="right") - 1
+        readable_number = np.cumsum([error == "" for error in errors]) - 1
+        features = ShardVectors(
+            paths, np.stack([shard, rows - starts[shard]], axis=1), readable_number[rows],
+            shard_width(folder),
+        )  # fmt: skip
     elif len(table):
         features = np.ascontiguousarray(vector_matrix(table.column("vector"))[rows])
     else:

@@ -741,20 +741,20 @@ class InListing:
 def in_listing_order(sharded: ShardedRanking, vectors: ray_extract.ShardVectors) -> InListing:
     """``sharded`` numbered as the in-process path numbers the flakes of ``vectors``.
 
-    ``vectors`` (``ray_extract.assemble(..., in_memory=False).features``) names each flake's
-    content; the shards must hold those contents and no others, as after notebook 04's
+    ``vectors`` (``ray_extract.assemble(..., in_memory=False).features``) says where each
+    flake's row is; the shards must hold those rows and no others, as after notebook 04's
     extraction into a fresh ``RESULTS_DIR``.
     """
-    shard_sha256 = []
-    for path in sharded.shards:
-        table = ray_extract.read_shard(path, ["sha256", "error"])
-        errors = table.column("error").to_pylist()
-        shard_sha256 += [key for key, error in zip(table.column("sha256").to_pylist(), errors,
-                                                    strict=True) if error == ""]  # fmt: skip
-    row_of = {key: row for row, key in enumerate(shard_sha256)}
-    shard_rows = np.array([row_of.get(key, -1) for key in vectors.sha256], dtype=np.int64)
-    ids = sharded.distinct_of[np.maximum(shard_rows, 0)]  # per flake, its sharded distinct id
-    if (shard_rows < 0).any() or len(np.unique(ids)) != sharded.n_distinct:
+    shard_rows = vectors.readable_rows
+    if [Path(path) for path in sharded.shards] != vectors.paths or (
+        len(shard_rows) and shard_rows.max() >= len(sharded.distinct_of)
+    ):
+        raise ValueError(
+            "The shards changed between listing the flakes and searching them: run notebook "
+            "04 again from step 3."
+        )
+    ids = sharded.distinct_of[shard_rows]  # per flake, its sharded distinct id
+    if len(np.unique(ids)) != sharded.n_distinct:
         raise ValueError(
             "The shards hold flakes that are not in the image folder (or lack some): the "
             "sharded search ranks every row of its shards. Use a fresh RESULTS_DIR."
@@ -794,7 +794,7 @@ def rank_listing(
     progress: bool = True,
 ) -> InListing:
     """:func:`rank_sharded` over the shards behind ``vectors``, numbered as their flakes are."""
-    shard_paths = sorted(vectors.folder.glob("*.parquet"))
+    shard_paths = vectors.paths
     sharded = rank_sharded(
         shard_paths, work_dir, top_n, k_neighbours, progress=progress,
         recall_sample=recall_sample, look_alikes=look_alikes,
