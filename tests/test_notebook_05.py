@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import shutil
 
+import nbformat
 import numpy as np
 import pandas as pd
 import papermill as pm
 import pytest
 from PIL import Image
 
-from snowflake_tools import demo, why
+from snowflake_tools import demo, runinfo, why
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +36,7 @@ def run(run_notebook, tmp_path, demo_flakes):
     run_notebook("02_most_unique_snowflake.ipynb", IMAGE_SIZE=SIZE, **common)
 
     def run_05(**parameters):
-        settings = common | dict(IMAGE_SIZE=SIZE, TOP_N=2, K_NEIGHBOURS=2, SET_SIZE=4)
+        settings = dict(RESULTS_DIR=common["RESULTS_DIR"], TOP_N=2, K_NEIGHBOURS=2, SET_SIZE=4)
         run_notebook("05_why_is_it_unique.ipynb", **(settings | parameters))
         return tmp_path / "results"
 
@@ -86,15 +87,49 @@ def test_explains_named_files_with_cells_over_the_photo_only(run):
 
 
 @pytest.mark.parametrize(
-    "name, value",
-    [("SET_SIZE", 1), ("K_NEIGHBOURS", 0), ("LAYER", "block5_pool"), ("EXPLAIN_FILES", "a.png")],
+    "name, value", [("SET_SIZE", 1), ("K_NEIGHBOURS", 0), ("EXPLAIN_FILES", "a.png")]
 )
 def test_bad_parameters_stop_with_one_line_naming_them(run_notebook, tmp_path, name, value):
-    settings = dict(IMAGE_DIR=str(tmp_path), RESULTS_DIR=str(tmp_path / "results"), WEIGHTS=None)
+    settings = dict(RESULTS_DIR=str(tmp_path))
     with pytest.raises(pm.PapermillExecutionError) as error:
         run_notebook("05_why_is_it_unique.ipynb", **(settings | {name: value}))
     assert error.value.ename == "ParameterError"
     assert error.value.evalue.startswith(f"{name} = ") and "\n" not in error.value.evalue
+
+
+@pytest.mark.parametrize(
+    "record, says",
+    [
+        (None, "holds no run.json that says how 02_most_unique_snowflake.ipynb ranked"),
+        ({"layer": "block5_conv3"}, "missing: image_dir, cache_dir, weights, image_size"),
+        ({key: "x" for key in runinfo.RANKED_WITH} | {"layer": "block5_pool"}, "'block5_pool'"),
+    ],
+)
+def test_results_without_notebook_02s_settings_stop_naming_results_dir(
+    run_notebook, tmp_path, record, says
+):
+    if record is not None:
+        (tmp_path / "run.json").write_text(json.dumps(record))
+    with pytest.raises(pm.PapermillExecutionError) as error:
+        run_notebook("05_why_is_it_unique.ipynb", RESULTS_DIR=str(tmp_path))
+    assert error.value.ename == "ParameterError"
+    assert error.value.evalue.startswith("RESULTS_DIR = ") and says in error.value.evalue
+    assert not (tmp_path / "why").exists()
+
+
+def printed(notebook) -> str:
+    """What the cells of an executed notebook printed."""
+    cells = nbformat.read(notebook, as_version=4).cells
+    return "".join(out.get("text", "") for cell in cells for out in cell.get("outputs", []))
+
+
+def test_images_changed_since_notebook_02_are_said(run, demo_flakes):
+    results = run()
+    assert "changed since notebook 02" not in printed(results.parent / "out.ipynb")
+    ranking = pd.read_csv(results / "uniqueness.csv", keep_default_na=False)
+    (demo_flakes / ranking["file"].iloc[0]).unlink()  # notebook 02's most unique flake
+    run()
+    assert "changed since notebook 02 ranked them" in printed(results.parent / "out.ipynb")
 
 
 def test_a_set_larger_than_the_distinct_flakes_stops_naming_set_size(run):
