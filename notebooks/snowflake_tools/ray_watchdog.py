@@ -1,11 +1,13 @@
 """Stop a local Ray instance once the process that started it is gone (notebook 04, step 1).
 
 A kernel that exits runs Ray's own shutdown; a kernel that is killed runs nothing, and Ray's
-agents would linger for minutes, one of them listening on 127.0.0.1. So
-``ray_extract.start_ray`` marks the instance: every process Ray starts (GCS, raylet, agents,
-workers) inherits ``MARK=<token>`` in its environment. It also starts this script beside Ray,
-reading a pipe that only the kernel holds open. When the pipe closes, because the kernel
-stopped Ray or died, the script kills whatever still carries the mark.
+processes would linger, some listening on 127.0.0.1. So ``ray_extract.start_ray`` marks the
+instance: the processes Ray starts from the kernel's environment (GCS, raylet, workers) inherit
+``MARK=<token>``. It also starts this script beside Ray, reading a pipe that only the kernel
+holds open. When the pipe closes, because the kernel stopped Ray or died, the script kills
+whatever still carries the mark. Ray 2.60 starts its dashboard and runtime-env agents without
+the kernel's environment, so they carry no mark; they stop on their own, about a minute after
+their raylet (one listens on 127.0.0.1 until then).
 
 Run as ``python ray_watchdog.py <token>`` with the pipe as standard input. Standard library and
 psutil (which Jupyter's kernel already needs) only, so it starts in a fraction of a second.
