@@ -197,9 +197,9 @@ def train_quantizer(cells: int, groups: int, seed: int, *samples):
     sample = np.concatenate(samples)
     tops = _kmeans(sample, groups, seed)
     home = faiss.knn(sample, tops, 1)[1][:, 0]
+    target = len(sample) / groups  # a region's share of the sample
     for _ in range(REGION_SPLIT_ROUNDS):
         sizes = np.bincount(home, minlength=len(tops))
-        target = len(sample) / groups
         if sizes.max() <= REGION_SPLIT * target:
             break
         tops = np.concatenate([
@@ -371,6 +371,7 @@ def search_region(folder: str, group: int, k: int):
     home = np.concatenate(parts["home"])
     vector_at = np.concatenate(parts["vector_at"])
     own = np.flatnonzero(home)
+    own_ids = ids[own]
     own_vectors = np.concatenate([np.asarray(v) for v in parts["vectors"]])
     heap = faiss.ResultHeap(len(ids), k)
     own_cell = cells[own, 0]
@@ -383,7 +384,7 @@ def search_region(folder: str, group: int, k: int):
         block.append((order[start:stop], queries))  # positions among the own rows, queries
         block_rows += len(queries)
         if block_rows >= QUERY_BLOCK_ROWS or cell == cell_numbers[-1]:
-            _search_block(folder, block, vector_at, own_vectors, ids[own], k, heap)
+            _search_block(folder, block, vector_at, own_vectors, own_ids, k, heap)
             block, block_rows = [], 0
     heap.finalize()
     return ids, heap.D, heap.I, _where()
