@@ -69,8 +69,29 @@ def test_sloppy_index_misses_are_caught(local_ray, tmp_path):
     assert same_certified_top(sharded, local)
 
 
-def test_a_region_searched_block_by_block_finds_the_same(tmp_path, monkeypatch):
-    # The tasks run in this process, so that the block size can be changed for them.
+def test_regions_searched_one_batch_at_a_time_give_the_same_answer(
+    local_ray, tmp_path, monkeypatch
+):  # fmt: skip
+    # A disk with room for one region's visitors at a time: every region is a batch.
+    monkeypatch.setattr(sharded_search, "VISITOR_DISK_SHARE", 1e-12)
+    rows = clustered_rows(3000, seed=4)
+    paths = write_shards(rows, tmp_path / "shards", parts=4)
+    sharded = sharded_search.rank_sharded(paths, tmp_path, TOP_N, group_rows=500, progress=False)
+    local, _, _ = ann.rank_at_scale(rows, "flat", TOP_N)
+    assert sharded.settings["visitor_batches"] == sharded.settings["regions"] > 1
+    assert same_certified_top(sharded, local)
+    assert {"exchange", "search"} <= set(sharded.record()["nodes_by_phase"])
+
+
+def test_visitor_batches_fit_the_budget():
+    assert sharded_search.visitor_batches([3, 3, 3, 10, 1], 6) == [[0, 1], [2], [3], [4]]
+    assert sharded_search.visitor_batches([3, 3, 3], 100) == [[0, 1, 2]]
+    assert sharded_search.visitor_batches([], 100) == []
+
+
+def test_a_region_searches_its_own_rows_and_its_visitors_exactly(tmp_path, monkeypatch):
+    # The tasks run in this process; every answer is checked against brute force over the
+    # rows of the cells each query probes in that region.
     monkeypatch.setattr(sharded_search, "_use_assigned_cpus", lambda: None)
     monkeypatch.setattr(sharded_search, "_where", dict)
     rows = clustered_rows(2000, seed=2)
@@ -86,20 +107,30 @@ def test_a_region_searched_block_by_block_finds_the_same(tmp_path, monkeypatch):
         first_id += count
     regions = len(quantizer["regions"])
     assert regions > 1
+    own_cell = np.full(len(rows), -1)
+    for group in range(regions):
+        parts = sharded_search._load_region(str(folder), group)
+        ids, cells = np.concatenate(parts["ids"]), np.concatenate(parts["cells"])
+        home = np.concatenate(parts["home"])
+        own_cell[ids[home]] = cells[home, 0]
+    assert (own_cell >= 0).all()
 
-    answers = []
-    for block_rows in (10**9, 7):  # the whole region at once; about a cell at a time
-        monkeypatch.setattr(sharded_search, "QUERY_BLOCK_ROWS", block_rows)
-        searched = [sharded_search.search_region(str(folder), g, 2) for g in range(regions)]
-        answers.append([answer[:3] for answer in searched])
-    for whole, blocks in zip(*answers, strict=True):
-        for one, other in zip(whole, blocks, strict=True):
-            np.testing.assert_array_equal(one, other)
-    # Each query's nearest is a real row at its exact distance.
-    for ids, distances, labels in answers[1]:
-        found = labels[:, 0] >= 0
-        exact = ((rows[ids[found]] - rows[labels[found, 0]]) ** 2).sum(axis=1)
-        np.testing.assert_allclose(distances[found, 0], exact, rtol=1e-4, atol=1e-4)
+    visitors = 0
+    for batch in ([0], list(range(1, regions))):  # two batches, as a small disk makes them
+        for number in range(len(paths)):
+            sharded_search.share_visitors(str(folder), number, batch)
+        for group in batch:
+            parts = sharded_search._load_region(str(folder), group)
+            probed = np.concatenate(parts["cells"])
+            visitors += (~np.concatenate(parts["home"])).sum()
+            ids, distances, labels, _ = sharded_search.search_region(str(folder), group, 2)
+            for query, cells, found in zip(ids, probed, distances, strict=True):
+                near = np.flatnonzero(np.isin(own_cell, cells[cells >= 0]))
+                exact = np.sort(((rows[near] - rows[query]) ** 2).sum(axis=1))[:2]
+                np.testing.assert_allclose(found[: len(exact)], exact, rtol=1e-4, atol=1e-3)
+            for query, label in zip(ids, labels[:, 0], strict=True):
+                assert label < 0 or own_cell[label] in probed[ids == query][0]
+    assert visitors > 100  # rows of other regions were searched as queries
 
 
 def test_a_crowded_region_is_split(monkeypatch):

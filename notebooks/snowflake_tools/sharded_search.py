@@ -13,18 +13,21 @@ step that touches the rows is a Ray task, so any node of a cluster can do it:
 4. **Assign** each shard's distinct rows to their ``nprobe`` nearest cells (looking only in
    their nearest regions, :func:`regions_to_probe`, so the cost grows slower than the cells),
    and write each row's vector once, to its own region, as memory-mappable ``.npy`` files;
-   every other region one of its cells lies in lists it as a query, pointing to that vector.
-5. **Search** each region in one task: every query against the rows of the cells it probes
-   there, exactly (IVF-Flat, cell by cell, as ``ann.search_rows`` does; the queries are read
-   a block of cells at a time). The driver keeps each row's nearest over the regions: real
-   rows at exact distances, so scores over-estimate.
-6. **Certify** as ``ann.certify_top``, with the exact step asked of every region: each returns,
+   every other region one of its cells lies in lists it as a visitor, pointing to that vector.
+5. **Exchange** the visitors, a batch of regions at a time (as many as half the free disk
+   holds): a task per shard reads the shard's rows in order and writes each region's visitors
+   into a file of its own, so that every read of the search is in order too.
+6. **Search** each region of the batch in one task: every query (its own rows and visitors)
+   against the rows of the cells it probes there, exactly (IVF-Flat, cell by cell, as
+   ``ann.search_rows`` does). The driver keeps each row's nearest over the regions: real rows
+   at exact distances, so scores over-estimate.
+7. **Certify** as ``ann.certify_top``, with the exact step asked of every region: each returns,
    for each candidate, its nearest rows there; the driver keeps the nearest.
 
-No process holds all rows: a task holds one shard or one region; the driver holds a few numbers
-per row (hash, scores, nearest). IVF-PQ with fast scan would keep less in memory, but on
-pooled-feature-like rows its 4-bit codes ranked the true nearest row among the first 16 for
-only 11 % of rows (200,000 rows, 512 values; ``make bench-scale``), so IVF-Flat it is.
+No process holds all rows: a task holds one shard or one region and its visitors; the driver
+holds a few numbers per row (hash, scores, nearest). IVF-PQ with fast scan would keep less in
+memory, but on pooled-feature-like rows its 4-bit codes ranked the true nearest row among the
+first 16 for only 11 % of rows (200,000 rows, 512 values; ``make bench-scale``), so IVF-Flat it is.
 """
 
 from __future__ import annotations
@@ -32,7 +35,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-import mmap
 import os
 import resource
 import shutil
@@ -57,7 +59,7 @@ LOCAL_MAX_ROWS = 1_000_000
 #: ``SEARCH`` values the notebook accepts.
 SEARCH_PATHS = ("auto", "local", "ray")
 #: Distinct rows per region (one search task): a task holds its region's own rows (400 MB of
-#: 512-value rows) and one block of queries (:data:`QUERY_BLOCK_ROWS`).
+#: 512-value rows) and its visitors (rows of other regions that probe its cells).
 GROUP_ROWS = 200_000
 #: Regions searched for each row's cells: its nearest few, not all of them (at least this many;
 #: :func:`regions_to_probe` says how many).
@@ -66,9 +68,9 @@ GROUP_PROBE = 4
 REGION_SPLIT = 2
 #: Times the regions are split again while one is still too large (k-means is no exact split).
 REGION_SPLIT_ROUNDS = 3
-#: Query rows a region's search reads from the region files at a time: 250,000 rows of 512
-#: float32 values are 500 MB, and each read maps every region file once.
-QUERY_BLOCK_ROWS = 250_000
+#: Share of the work folder's free disk one batch of regions' visitor files may fill: the
+#: rest stays free for whatever else writes to that disk meanwhile.
+VISITOR_DISK_SHARE = 0.5
 #: Training rows per IVF cell, as in one process.
 TRAIN_PER_CELL = ann.IVF_TRAIN_PER_CELL
 #: k-means iterations of the training: the cells need not be optimal, only reasonable.
@@ -284,24 +286,29 @@ def assign_shard(
         parts = {"vectors": vectors[rows[home]], "ids": ids[rows], "home": home,
                  "cells": np.where(regions[rows] == group, cells[rows], -1),
                  "vector_at": vector_at}  # fmt: skip
-        stem = Path(folder) / f"{group}-{number}"
         for name, array in parts.items():
-            temporary = stem.with_name(f".{stem.name}.{name}.npy")
-            np.save(temporary, array)
-            temporary.rename(stem.with_name(f"{stem.name}.{name}.npy"))
+            _save(Path(folder) / f"{group}-{number}", name, array)
         written[int(group)] = len(rows)
     home_rows = np.bincount(own_region, minlength=len(quantizer["regions"]))
     return {"written": written, "home_rows": home_rows, **_where()}
+
+
+def _save(stem: Path, part: str, array: np.ndarray) -> None:
+    """Write ``<stem>.<part>.npy`` whole or not at all (a temporary file, then renamed)."""
+    temporary = stem.with_name(f".{stem.name}.{part}.npy")
+    np.save(temporary, array)
+    temporary.rename(stem.with_name(f"{stem.name}.{part}.npy"))
 
 
 #: The files :func:`assign_shard` writes per region and shard.
 REGION_PARTS = ("vectors", "ids", "cells", "home", "vector_at")
 
 
-def _load_region(folder: str, group: int) -> dict:
-    """A region's files from every shard, memory-mapped (read as used): per part, a list."""
-    stems = sorted(Path(folder).glob(f"{group}-*.ids.npy"))
-    parts = {name: [] for name in REGION_PARTS}
+def _load_region(folder: str, group: int, names=REGION_PARTS) -> dict:
+    """A region's files ``names`` from every shard, memory-mapped (read as used): per part, a
+    list in shard order."""
+    stems = sorted(Path(folder).glob(f"{group}-*.ids.npy"), key=_shard_number)
+    parts = {name: [] for name in names}
     for stem in stems:
         base = str(stem)[: -len(".ids.npy")]
         for name in parts:
@@ -309,40 +316,49 @@ def _load_region(folder: str, group: int) -> dict:
     return parts
 
 
-def _map_for_scattered_rows(path: Path) -> np.ndarray:
-    """A ``.npy`` file's array, memory-mapped for reading rows here and there.
+def _shard_number(path: Path) -> int:
+    """The shard of a region file ``<region>-<shard>.<part>.npy``."""
+    return int(path.name.split(".")[0].split("-")[1])
 
-    The kernel is told not to read ahead (``MADV_RANDOM``): a query's 2 KiB row then costs one
-    page from disk, where read-ahead would bring the 128 KiB around it, mostly rows of other
-    regions' queries, and the region files are larger than the page cache at 10,000,000 rows.
+
+def visitor_batches(visitor_bytes, budget: float) -> list[list[int]]:
+    """Regions in batches whose visitor files fit in ``budget`` bytes together (a region
+    larger than the budget alone), in region order. ``visitor_bytes``: per region."""
+    batches, size = [[]], 0
+    for group, more in enumerate(visitor_bytes):
+        if batches[-1] and size + more > budget:
+            batches.append([])
+            size = 0
+        batches[-1].append(group)
+        size += more
+    return batches if batches[0] else []
+
+
+def share_visitors(folder: str, number: int, groups: list[int]):
+    """Task: write the visitors shard ``number`` sends to each region of ``groups``.
+
+    A visitor's vector lies in its own region's file; this reads the shard's files whole, in
+    order, and writes ``<region>-<shard>.visitors.npy``: the vectors of the region's visitors
+    from this shard, in the order it lists them. The search then reads its queries in order
+    too: read one by one from files larger than memory, 10,000,000 rows' visitors took longer
+    than everything else together (``docs/performance.md``).
     """
-    with open(path, "rb") as file:
-        version = np.lib.format.read_magic(file)
-        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                       else np.lib.format.read_array_header_2_0)  # fmt: skip
-        shape, _, dtype = read_header(file)
-        mapped = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
-        offset = file.tell()
-    if hasattr(mmap, "MADV_RANDOM"):  # Linux and macOS
-        mapped.madvise(mmap.MADV_RANDOM)
-    return np.frombuffer(mapped, dtype, math.prod(shape), offset).reshape(shape)
-
-
-def _vectors_at(folder: str, vector_at: np.ndarray) -> np.ndarray:
-    """The rows ``vector_at`` points to, ``(region, shard, position)`` each, read from the
-    region files. Each file is memory-mapped for the call only, so the pages read do not stay
-    with the process (a mapped page counts as its memory)."""
-    order = np.lexsort((vector_at[:, 1], vector_at[:, 0]))
-    pairs, starts = np.unique(vector_at[order, :2], axis=0, return_index=True)
-    matrix = None
-    for (region, shard), start, stop in zip(pairs, starts, [*starts[1:], len(order)], strict=True):
-        source = _map_for_scattered_rows(Path(folder) / f"{region}-{shard}.vectors.npy")
-        if matrix is None:
-            matrix = np.empty((len(vector_at), source.shape[1]), dtype=np.float32)
-        rows = order[start:stop]
-        matrix[rows] = source[vector_at[rows, 2]]
-        del source
-    return matrix if matrix is not None else np.empty((0, 0), dtype=np.float32)
+    sources = {}
+    for group in groups:
+        stem = Path(folder) / f"{group}-{number}"
+        if not stem.with_name(f"{stem.name}.ids.npy").exists():
+            continue  # none of the shard's rows probes this region
+        home = np.load(f"{stem}.home.npy")
+        vector_at = np.load(f"{stem}.vector_at.npy")[~home]
+        width = np.load(f"{stem}.vectors.npy", mmap_mode="r").shape[1]
+        visitors = np.empty((len(vector_at), width), dtype=np.float32)
+        for source in np.unique(vector_at[:, 0]):
+            if source not in sources:
+                sources[source] = np.load(Path(folder) / f"{source}-{number}.vectors.npy")
+            sent = vector_at[:, 0] == source
+            visitors[sent] = sources[source][vector_at[sent, 2]]
+        _save(stem, "visitors", visitors)
+    return _where()
 
 
 def _rows_by_cell(cells: np.ndarray):
@@ -362,54 +378,52 @@ def _rows_by_cell(cells: np.ndarray):
 def search_region(folder: str, group: int, k: int):
     """Task: every query of a region against the rows of the cells it probes there.
 
-    Returns ``(ids, distances, labels)``: the region's queries (its rows and the visitors) and
-    their ``k`` nearest rows among the region's own, exact squared L2 (labels are row ids).
+    The queries are the region's own rows and its visitors (:func:`share_visitors`' files,
+    written for its batch of regions before). Returns ``(ids, distances, labels)``: the
+    queries and their ``k`` nearest rows among the region's own, exact squared L2 (labels are
+    row ids).
     """
     _use_assigned_cpus()
-    parts = _load_region(folder, group)
+    parts = _load_region(folder, group, (*REGION_PARTS, "visitors"))
+    if not parts["ids"]:  # no row lies in or probes this region
+        return (
+            np.empty(0, np.int64),
+            np.empty((0, k), np.float32),
+            np.empty((0, k), np.int64),
+            _where(),
+        )
     ids, cells = np.concatenate(parts["ids"]), np.concatenate(parts["cells"])
     home = np.concatenate(parts["home"])
-    vector_at = np.concatenate(parts["vector_at"])
+    queries = np.empty((len(ids), parts["vectors"][0].shape[1]), dtype=np.float32)
+    start = 0
+    for own, visitors, at_home in zip(parts["vectors"], parts["visitors"], parts["home"],
+                                      strict=True):  # fmt: skip
+        block = queries[start : start + len(at_home)]
+        block[at_home], block[~at_home] = own, visitors
+        start += len(at_home)
     own = np.flatnonzero(home)
     own_ids = ids[own]
-    own_vectors = np.concatenate([np.asarray(v) for v in parts["vectors"]])
     heap = faiss.ResultHeap(len(ids), k)
     own_cell = cells[own, 0]
     order = np.argsort(own_cell, kind="stable")
     cell_numbers, bounds = np.unique(own_cell[order], return_index=True)
     probing = _rows_by_cell(cells)
-    block, block_rows = [], 0
     for cell, start, stop in zip(cell_numbers, bounds, [*bounds[1:], len(order)], strict=True):
-        queries = probing(cell)
-        block.append((order[start:stop], queries))  # positions among the own rows, queries
-        block_rows += len(queries)
-        if block_rows >= QUERY_BLOCK_ROWS or cell == cell_numbers[-1]:
-            _search_block(folder, block, vector_at, own_vectors, own_ids, k, heap)
-            block, block_rows = [], 0
-    heap.finalize()
-    return ids, heap.D, heap.I, _where()
-
-
-def _search_block(folder, block, vector_at, own_vectors, own_ids, k, heap) -> None:
-    """Search a block of cells: ``[(own positions, query rows), ...]``. The block's query
-    vectors are read from the region files once, so a region's memory is its own rows and
-    one block of queries, and each cell is one ``faiss.knn`` of its queries on its rows."""
-    wanted = np.unique(np.concatenate([queries for _, queries in block]))
-    block_vectors = _vectors_at(folder, vector_at[wanted])
-    for data, queries in block:
-        query_vectors = block_vectors[np.searchsorted(wanted, queries)]
-        distances, found = faiss.knn(query_vectors, own_vectors[data], min(k, len(data)))
+        data, asking = order[start:stop], probing(cell)
+        distances, found = faiss.knn(queries[asking], queries[own[data]], min(k, len(data)))
         pad = k - found.shape[1]
         distances = np.pad(distances, ((0, 0), (0, pad)), constant_values=np.inf)
         found = np.pad(np.where(found >= 0, own_ids[data][np.maximum(found, 0)], -1),
                        ((0, 0), (0, pad)), constant_values=-1)  # fmt: skip
-        heap.add_result_subset(queries.astype(np.int64), distances, found)
+        heap.add_result_subset(asking.astype(np.int64), distances, found)
+    heap.finalize()
+    return ids, heap.D, heap.I, _where()
 
 
 def exact_region(folder: str, group: int, queries: np.ndarray, k: int):
     """Task: the ``k`` nearest rows of this region to each query vector, exact (brute force)."""
     _use_assigned_cpus()
-    parts = _load_region(folder, group)
+    parts = _load_region(folder, group, ("vectors", "ids", "home"))
     distances = np.full((len(queries), k), np.inf, dtype=np.float32)
     labels = np.full((len(queries), k), -1, dtype=np.int64)
     for vectors, ids, home in zip(parts["vectors"], parts["ids"], parts["home"], strict=True):
@@ -423,7 +437,7 @@ def exact_region(folder: str, group: int, queries: np.ndarray, k: int):
 
 def fetch_region_rows(folder: str, group: int, wanted: np.ndarray):
     """Task: ``(ids, vectors)`` of the rows in ``wanted`` whose own region this is."""
-    parts = _load_region(folder, group)
+    parts = _load_region(folder, group, ("vectors", "ids", "home"))
     found_ids, found_vectors = [], []
     for vectors, ids, home in zip(parts["vectors"], parts["ids"], parts["home"], strict=True):
         home_ids = np.asarray(ids[home])  # the file's vectors are its home rows', in order
@@ -464,6 +478,47 @@ def _gather(futures: list, description: str, progress: bool) -> list:
     return ray.get(futures)
 
 
+def _search_regions(remote, folder, n_shards, batches, n_distinct, k, progress, tasks, finished):
+    """Steps 5 and 6, a batch of regions at a time: each row's ``k`` nearest over the regions
+    (``distances``, ``labels``). A batch's visitor files go once its regions are searched."""
+    import ray
+
+    distances = np.full((n_distinct, k), np.inf, dtype=np.float32)
+    labels = np.full((n_distinct, k), -1, dtype=np.int64)
+    tasks["exchange"], tasks["search"] = [], []
+    seconds = {"exchange": 0.0, "search": 0.0, "merge": 0.0}
+    bar = tqdm(total=sum(map(len, batches)), desc="searching regions", disable=not progress)
+    for number, batch in enumerate(batches, 1):
+        started = time.perf_counter()
+        shared = [remote["share"].remote(str(folder), shard, batch) for shard in range(n_shards)]
+        tasks["exchange"] += _gather(shared, f"visitors, batch {number} of {len(batches)}",
+                                     progress)  # fmt: skip
+        seconds["exchange"] += time.perf_counter() - started
+        started, merged = time.perf_counter(), seconds["merge"]
+        # Only the pending tasks are referenced: a region's answer leaves the object store
+        # (and this process) once merged, instead of all of them staying to the end.
+        pending = [remote["search"].remote(str(folder), group, k) for group in batch]
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            ids, found_d, found, where = ray.get(done[0])
+            merge_started = time.perf_counter()
+            distances[ids], labels[ids] = merge_nearest(
+                distances[ids], labels[ids], found_d, found, k
+            )
+            seconds["merge"] += time.perf_counter() - merge_started
+            tasks["search"].append(where)
+            bar.update(1)
+            del done, ids, found_d, found
+        seconds["search"] += time.perf_counter() - started - (seconds["merge"] - merged)
+        for group in batch:
+            for path in Path(folder).glob(f"{group}-*.visitors.npy"):
+                path.unlink()
+    bar.close()
+    for phase, wall in seconds.items():
+        finished(phase, wall)
+    return distances, labels
+
+
 @dataclasses.dataclass
 class ShardedRanking:
     """What :func:`rank_sharded` returns.
@@ -476,8 +531,10 @@ class ShardedRanking:
         distinct_of: per readable shard row (shard order), its distinct id.
         n_rows, n_distinct: readable rows, and rows left after merging copies.
         settings: ``{"kind": "ivf-sharded", "cells", "regions", "regions_probed", "nprobe",
-            "region_rows"}`` (``region_rows``: smallest, median and largest region).
-        seconds: wall time per phase (scan, copies, train, assign, search, merge, certify).
+            "region_rows", "visitor_batches"}`` (``region_rows``: smallest, median and largest
+            region; ``visitor_batches``: how many batches of regions the search took).
+        seconds: wall time per phase (scan, copies, train, assign, exchange, search, merge,
+            certify).
         tasks: per phase, a list of ``{"node", "pid", "peak_mib"}`` of the tasks that ran it.
         shards: the shard paths, in the order their rows are numbered.
         recall_at_1: ``(recall, rows sampled)`` when asked for, else None.
@@ -582,7 +639,8 @@ def rank_sharded(
         name: ray.remote(num_cpus=1, scheduling_strategy="SPREAD", **options)(function)
         for name, function, options in [
             ("fetch", fetch_rows, SHARD_TASK_OPTIONS), ("assign", assign_shard, SHARD_TASK_OPTIONS),
-            ("search", search_region, {}), ("exact", exact_region, {}),
+            ("share", share_visitors, {}), ("search", search_region, {}),
+            ("exact", exact_region, {}),
             ("rows", fetch_region_rows, {})]
     }  # fmt: skip
 
@@ -646,27 +704,15 @@ def rank_sharded(
         finished("assign", time.perf_counter() - started)
 
         k_search = min(k_neighbours, n_distinct - 1) + 1
-        started = time.perf_counter()
-        distances = np.full((n_distinct, k_search), np.inf, dtype=np.float32)
-        labels = np.full((n_distinct, k_search), -1, dtype=np.int64)
-        # Only the pending tasks are referenced: a region's answer leaves the object store
-        # (and this process) once merged, instead of all of them staying to the end.
-        pending = [remote["search"].remote(str(folder), g, k_search) for g in range(n_regions)]
-        tasks["search"], merge_seconds = [], 0.0
-        with tqdm(total=len(pending), desc="searching regions", disable=not progress) as bar:
-            while pending:
-                done, pending = ray.wait(pending, num_returns=1)
-                ids, found_d, found, where = ray.get(done[0])
-                merge_started = time.perf_counter()
-                distances[ids], labels[ids] = merge_nearest(
-                    distances[ids], labels[ids], found_d, found, k_search
-                )
-                merge_seconds += time.perf_counter() - merge_started
-                tasks["search"].append(where)
-                bar.update(1)
-                del done, ids, found_d, found
-        finished("search", time.perf_counter() - started - merge_seconds)
-        finished("merge", merge_seconds)
+        visitor_rows = np.sum([[a["written"].get(g, 0) for g in range(n_regions)]
+                               for a in assigned], axis=0) - region_rows  # fmt: skip
+        row_bytes = 4 * quantizer["centroids"].shape[1]
+        batches = visitor_batches(visitor_rows * row_bytes,
+                                  shutil.disk_usage(folder).free * VISITOR_DISK_SHARE)  # fmt: skip
+        settings["visitor_batches"] = len(batches)
+        distances, labels = _search_regions(
+            remote, folder, len(paths), batches, n_distinct, k_search, progress, tasks, finished
+        )
         rows = np.arange(n_distinct, dtype=np.int64)
         nearest, scores = ann.scores_from_neighbours(rows, distances, labels, k_search - 1)
         del distances, labels
