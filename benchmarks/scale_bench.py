@@ -539,7 +539,9 @@ def sharded_report(results: list[dict]) -> str:
     """The Markdown of the sharded cases ("" when none ran)."""
     if not results:
         return ""
-    phases = ("scan", "copies", "train", "assign", "exchange", "search", "merge", "certify")
+    phases = (
+        "scan", "copies", "train", "assign", "exchange", "search", "merge", "refine", "certify"
+    )  # fmt: skip
     lines = [
         "",
         "## Sharded search and certificate on Ray (rows stay in their shards)",
@@ -564,8 +566,9 @@ def sharded_report(results: list[dict]) -> str:
             f"{r['nodes_by_phase']['certify']}) | {r['shards']} | "
             f"IVF-Flat {index['cells']} cells in {index['regions']} regions "
             f"({index['region_rows']['smallest']:,} to {index['region_rows']['largest']:,} "
-            f"rows, {index['regions_probed']} probed, searched in "
-            f"{index['visitor_batches']} batches), nprobe {index['nprobe']} | "
+            f"rows, {index['regions_probed']} probed, {index['queries_per_row']} listing a row, "
+            f"searched in {index['visitor_batches']} batches), nprobe {index['nprobe']}; top "
+            f"{index['refined']['rows']:,} searched again in {index['refined']['nprobe']} cells | "
             + " | ".join(f"{r['seconds'].get(p, 0):.1f}" for p in phases)
             + f" | {r['total_seconds']:.1f} | {r['certificate_candidates']:,} | "
             f"{'yes' if r['certified'] else 'NO'} "

@@ -17,11 +17,15 @@ step that touches the rows is a Ray task, so any node of a cluster can do it:
 5. **Exchange** the visitors, a batch of regions at a time (as many as half the free disk
    holds): a task per shard reads the shard's rows in order and writes each region's visitors
    into a file of its own, so that every read of the search is in order too.
-6. **Search** each region of the batch in one task: every query (its own rows and visitors)
-   against the rows of the cells it probes there, exactly (IVF-Flat, cell by cell, as
+6. **Search** each region of the batch in one task (a region many rows visit, in parts of
+   :data:`QUERY_ROWS` queries): every query (its own rows and visitors) against the region's
+   rows in the cells it probes there, exactly (IVF-Flat, cell by cell, as
    ``ann.search_rows`` does). The driver keeps each row's nearest over the regions: real rows
    at exact distances, so scores over-estimate.
-7. **Certify** as ``ann.certify_top``, with the exact step asked of every region: each returns,
+7. **Refine** the :data:`REFINE_ROWS` rows with the highest scores: each is searched again in
+   its :data:`REFINE_NPROBE` nearest cells, wherever they lie, so that a neighbour missed by
+   the wide search no longer lifts its score (the certificate would have to re-score it).
+8. **Certify** as ``ann.certify_top``, with the exact step asked of every region: each returns,
    for each candidate, its nearest rows there; the driver keeps the nearest.
 
 No process holds all rows: a task holds one shard or one region and its visitors; the driver
@@ -68,6 +72,15 @@ GROUP_PROBE = 4
 REGION_SPLIT = 2
 #: Times the regions are split again while one is still too large (k-means is no exact split).
 REGION_SPLIT_ROUNDS = 3
+#: Queries one search task reads at most (a region many rows visit is searched in parts):
+#: 1,000,000 rows of 512 float32 values are 2 GB, beside the region's own rows.
+QUERY_ROWS = 1_000_000
+#: Rows with the highest approximate scores searched again, in :data:`REFINE_NPROBE` cells,
+#: before the certificate: a missed neighbour that lifted a row's score is then found, and
+#: the certificate needs far fewer exact candidates (each costs a pass over every row).
+REFINE_ROWS = 50_000
+#: Cells each of those rows probes (the nearest ones, over all regions).
+REFINE_NPROBE = 64
 #: Share of the work folder's free disk one batch of regions' visitor files may fill: the
 #: rest stays free for whatever else writes to that disk meanwhile.
 VISITOR_DISK_SHARE = 0.5
@@ -304,12 +317,14 @@ def _save(stem: Path, part: str, array: np.ndarray) -> None:
 REGION_PARTS = ("vectors", "ids", "cells", "home", "vector_at")
 
 
-def _load_region(folder: str, group: int, names=REGION_PARTS) -> dict:
-    """A region's files ``names`` from every shard, memory-mapped (read as used): per part, a
-    list in shard order."""
+def _load_region(folder: str, group: int, names=REGION_PARTS, shards=None) -> dict:
+    """A region's files ``names`` from every shard (or those in ``shards``), memory-mapped
+    (read as used): per part, a list in shard order."""
     stems = sorted(Path(folder).glob(f"{group}-*.ids.npy"), key=_shard_number)
     parts = {name: [] for name in names}
     for stem in stems:
+        if shards is not None and _shard_number(stem) not in shards:
+            continue
         base = str(stem)[: -len(".ids.npy")]
         for name in parts:
             parts[name].append(np.load(f"{base}.{name}.npy", mmap_mode="r"))
@@ -321,11 +336,12 @@ def _shard_number(path: Path) -> int:
     return int(path.name.split(".")[0].split("-")[1])
 
 
-def visitor_batches(visitor_bytes, budget: float) -> list[list[int]]:
-    """Regions in batches whose visitor files fit in ``budget`` bytes together (a region
-    larger than the budget alone), in region order. ``visitor_bytes``: per region."""
+def batches_within(sizes, budget: float) -> list[list[int]]:
+    """The positions of ``sizes`` in order, in batches whose sizes add up to at most
+    ``budget`` (one larger than the budget makes a batch alone): regions whose visitor files
+    fit on the disk together, a region's shards whose queries one task reads."""
     batches, size = [[]], 0
-    for group, more in enumerate(visitor_bytes):
+    for group, more in enumerate(sizes):
         if batches[-1] and size + more > budget:
             batches.append([])
             size = 0
@@ -375,25 +391,19 @@ def _rows_by_cell(cells: np.ndarray):
     return probing
 
 
-def search_region(folder: str, group: int, k: int):
-    """Task: every query of a region against the rows of the cells it probes there.
+def search_region(folder: str, group: int, k: int, shards: list[int]):
+    """Task: the queries a region lists from ``shards``, each against the region's rows in
+    the cells it probes there.
 
     The queries are the region's own rows and its visitors (:func:`share_visitors`' files,
-    written for its batch of regions before). Returns ``(ids, distances, labels)``: the
-    queries and their ``k`` nearest rows among the region's own, exact squared L2 (labels are
-    row ids).
+    written for its batch of regions before); a region many rows visit is searched in parts,
+    a few shards' queries each (:data:`QUERY_ROWS`). Returns ``(ids, distances, labels)``:
+    the queries and their ``k`` nearest rows among the region's own, exact squared L2 (labels
+    are row ids).
     """
     _use_assigned_cpus()
-    parts = _load_region(folder, group, (*REGION_PARTS, "visitors"))
-    if not parts["ids"]:  # no row lies in or probes this region
-        return (
-            np.empty(0, np.int64),
-            np.empty((0, k), np.float32),
-            np.empty((0, k), np.int64),
-            _where(),
-        )
+    parts = _load_region(folder, group, (*REGION_PARTS, "visitors"), shards)
     ids, cells = np.concatenate(parts["ids"]), np.concatenate(parts["cells"])
-    home = np.concatenate(parts["home"])
     queries = np.empty((len(ids), parts["vectors"][0].shape[1]), dtype=np.float32)
     start = 0
     for own, visitors, at_home in zip(parts["vectors"], parts["visitors"], parts["home"],
@@ -401,23 +411,45 @@ def search_region(folder: str, group: int, k: int):
         block = queries[start : start + len(at_home)]
         block[at_home], block[~at_home] = own, visitors
         start += len(at_home)
-    own = np.flatnonzero(home)
-    own_ids = ids[own]
-    heap = faiss.ResultHeap(len(ids), k)
-    own_cell = cells[own, 0]
+    distances, labels = _search_cells(folder, group, queries, cells, k)
+    return ids, distances, labels, _where()
+
+
+def refine_region(folder: str, group: int, ids: np.ndarray, queries, cells, k: int):
+    """Task: ``queries`` (rows ``ids``) against the region's rows in the cells ``cells``
+    (``(m, nprobe)``, ``-1`` for cells elsewhere), as :func:`search_region` does."""
+    _use_assigned_cpus()
+    distances, labels = _search_cells(folder, group, queries, cells, k)
+    return ids, distances, labels, _where()
+
+
+def _search_cells(folder: str, group: int, queries: np.ndarray, cells: np.ndarray, k: int):
+    """Each query's ``k`` nearest among the region's own rows in the cells it probes (a row of
+    ``cells``), cell by cell, exact squared L2: ``(distances, labels)``, labels row ids."""
+    mine = _load_region(folder, group, ("vectors", "ids", "cells", "home"))
+    own_vectors = np.concatenate(mine["vectors"])
+    own_ids = np.concatenate(
+        [ids[home] for ids, home in zip(mine["ids"], mine["home"], strict=True)]
+    )
+    own_cell = np.concatenate(
+        [cells[home, 0] for cells, home in zip(mine["cells"], mine["home"], strict=True)]
+    )
+    heap = faiss.ResultHeap(len(queries), k)
     order = np.argsort(own_cell, kind="stable")
     cell_numbers, bounds = np.unique(own_cell[order], return_index=True)
     probing = _rows_by_cell(cells)
     for cell, start, stop in zip(cell_numbers, bounds, [*bounds[1:], len(order)], strict=True):
         data, asking = order[start:stop], probing(cell)
-        distances, found = faiss.knn(queries[asking], queries[own[data]], min(k, len(data)))
+        if not len(asking):
+            continue
+        distances, found = faiss.knn(queries[asking], own_vectors[data], min(k, len(data)))
         pad = k - found.shape[1]
         distances = np.pad(distances, ((0, 0), (0, pad)), constant_values=np.inf)
         found = np.pad(np.where(found >= 0, own_ids[data][np.maximum(found, 0)], -1),
                        ((0, 0), (0, pad)), constant_values=-1)  # fmt: skip
         heap.add_result_subset(asking.astype(np.int64), distances, found)
     heap.finalize()
-    return ids, heap.D, heap.I, _where()
+    return heap.D, heap.I
 
 
 def exact_region(folder: str, group: int, queries: np.ndarray, k: int):
@@ -450,10 +482,17 @@ def fetch_region_rows(folder: str, group: int, wanted: np.ndarray):
     return np.concatenate(found_ids), np.concatenate(found_vectors)
 
 
-def merge_nearest(distances, labels, more_distances, more_labels, k: int):
-    """Per row, the ``k`` nearest of two lists of neighbours (``-1`` labels sort last)."""
+def merge_nearest(distances, labels, more_distances, more_labels, k: int, once: bool = False):
+    """Per row, the ``k`` nearest of two lists of neighbours (``-1`` labels sort last).
+
+    ``once``: the lists may share neighbours (a row searched twice); each is kept once.
+    """
     all_d = np.concatenate([distances, more_distances], axis=1)
     all_l = np.concatenate([labels, more_labels], axis=1)
+    if once:
+        by_label = np.argsort(all_l, axis=1, kind="stable")
+        all_l, all_d = (np.take_along_axis(a, by_label, 1) for a in (all_l, all_d))
+        all_l[:, 1:][all_l[:, 1:] == all_l[:, :-1]] = -1
     all_d = np.where(all_l >= 0, all_d, np.inf)
     order = np.argsort(all_d, axis=1, kind="stable")[:, :k]
     return np.take_along_axis(all_d, order, 1), np.take_along_axis(all_l, order, 1)
@@ -478,26 +517,34 @@ def _gather(futures: list, description: str, progress: bool) -> list:
     return ray.get(futures)
 
 
-def _search_regions(remote, folder, n_shards, batches, n_distinct, k, progress, tasks, finished):
+def _search_regions(remote, folder, listed, batches, n_distinct, k, progress, tasks, finished):
     """Steps 5 and 6, a batch of regions at a time: each row's ``k`` nearest over the regions
-    (``distances``, ``labels``). A batch's visitor files go once its regions are searched."""
+    (``distances``, ``labels``). ``listed``: per shard and region, the rows the region lists
+    from the shard. A batch's visitor files go once its regions are searched."""
     import ray
 
     distances = np.full((n_distinct, k), np.inf, dtype=np.float32)
     labels = np.full((n_distinct, k), -1, dtype=np.int64)
     tasks["exchange"], tasks["search"] = [], []
     seconds = {"exchange": 0.0, "search": 0.0, "merge": 0.0}
-    bar = tqdm(total=sum(map(len, batches)), desc="searching regions", disable=not progress)
+    parts = {}  # per region, the shards whose queries each of its search tasks reads
+    for group in range(listed.shape[1]):
+        shards = np.flatnonzero(listed[:, group])
+        parts[group] = [
+            shards[b].tolist() for b in batches_within(listed[shards, group], QUERY_ROWS)
+        ]
+    bar = tqdm(total=sum(map(len, parts.values())), desc="searching regions", disable=not progress)
     for number, batch in enumerate(batches, 1):
         started = time.perf_counter()
-        shared = [remote["share"].remote(str(folder), shard, batch) for shard in range(n_shards)]
+        shared = [remote["share"].remote(str(folder), shard, batch) for shard in range(len(listed))]
         tasks["exchange"] += _gather(shared, f"visitors, batch {number} of {len(batches)}",
                                      progress)  # fmt: skip
         seconds["exchange"] += time.perf_counter() - started
         started, merged = time.perf_counter(), seconds["merge"]
         # Only the pending tasks are referenced: a region's answer leaves the object store
         # (and this process) once merged, instead of all of them staying to the end.
-        pending = [remote["search"].remote(str(folder), group, k) for group in batch]
+        pending = [remote["search"].remote(str(folder), group, k, shards)
+                   for group in batch for shards in parts[group]]  # fmt: skip
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             ids, found_d, found, where = ray.get(done[0])
@@ -519,6 +566,29 @@ def _search_regions(remote, folder, n_shards, batches, n_distinct, k, progress, 
     return distances, labels
 
 
+def _refine(remote, folder, quantizer, rows, vectors, distances, labels, nprobe, tasks):
+    """Search ``rows`` (their ``vectors``) again in their ``nprobe`` nearest cells over all
+    regions; returns their nearest, ``distances`` and ``labels`` merged with what was found.
+    Real rows at exact distances again, so the scores stay upper bounds."""
+    cells = faiss.knn(vectors, quantizer["centroids"], nprobe)[1]
+    regions = quantizer["cell_group"][cells]
+    futures = []
+    for group in np.unique(regions):
+        asking = np.flatnonzero((regions == group).any(axis=1))
+        in_group = np.where(regions[asking] == group, cells[asking], -1)
+        k = labels.shape[1]
+        futures.append(
+            remote["refine"].remote(str(folder), int(group), asking, vectors[asking], in_group, k)
+        )
+    tasks["refine"] = []
+    for asking, found_d, found, where in _gather(futures, "refining the top", False):
+        distances[asking], labels[asking] = merge_nearest(
+            distances[asking], labels[asking], found_d, found, labels.shape[1], once=True
+        )
+        tasks["refine"].append(where)
+    return distances, labels
+
+
 @dataclasses.dataclass
 class ShardedRanking:
     """What :func:`rank_sharded` returns.
@@ -531,10 +601,12 @@ class ShardedRanking:
         distinct_of: per readable shard row (shard order), its distinct id.
         n_rows, n_distinct: readable rows, and rows left after merging copies.
         settings: ``{"kind": "ivf-sharded", "cells", "regions", "regions_probed", "nprobe",
-            "region_rows", "visitor_batches"}`` (``region_rows``: smallest, median and largest
-            region; ``visitor_batches``: how many batches of regions the search took).
+            "region_rows", "visitor_batches", "queries_per_row", "refined"}`` (``region_rows``:
+            smallest, median and largest region; ``visitor_batches``: how many batches of
+            regions the search took; ``queries_per_row``: regions listing a row, on average;
+            ``refined``: rows searched again before the certificate, and in how many cells).
         seconds: wall time per phase (scan, copies, train, assign, exchange, search, merge,
-            certify).
+            refine, certify).
         tasks: per phase, a list of ``{"node", "pid", "peak_mib"}`` of the tasks that ran it.
         shards: the shard paths, in the order their rows are numbered.
         recall_at_1: ``(recall, rows sampled)`` when asked for, else None.
@@ -640,7 +712,7 @@ def rank_sharded(
         for name, function, options in [
             ("fetch", fetch_rows, SHARD_TASK_OPTIONS), ("assign", assign_shard, SHARD_TASK_OPTIONS),
             ("share", share_visitors, {}), ("search", search_region, {}),
-            ("exact", exact_region, {}),
+            ("exact", exact_region, {}), ("refine", refine_region, {}),
             ("rows", fetch_region_rows, {})]
     }  # fmt: skip
 
@@ -704,30 +776,48 @@ def rank_sharded(
         finished("assign", time.perf_counter() - started)
 
         k_search = min(k_neighbours, n_distinct - 1) + 1
-        visitor_rows = np.sum([[a["written"].get(g, 0) for g in range(n_regions)]
-                               for a in assigned], axis=0) - region_rows  # fmt: skip
+        listed = np.array([[a["written"].get(g, 0) for g in range(n_regions)]
+                           for a in assigned])  # fmt: skip
         row_bytes = 4 * quantizer["centroids"].shape[1]
-        batches = visitor_batches(visitor_rows * row_bytes,
-                                  shutil.disk_usage(folder).free * VISITOR_DISK_SHARE)  # fmt: skip
+        batches = batches_within((listed.sum(axis=0) - region_rows) * row_bytes,
+                                 shutil.disk_usage(folder).free * VISITOR_DISK_SHARE)  # fmt: skip
         settings["visitor_batches"] = len(batches)
+        settings["queries_per_row"] = round(float(listed.sum() / max(n_distinct, 1)), 2)
         distances, labels = _search_regions(
-            remote, folder, len(paths), batches, n_distinct, k_search, progress, tasks, finished
+            remote, folder, listed, batches, n_distinct, k_search, progress, tasks, finished
         )
         rows = np.arange(n_distinct, dtype=np.int64)
         nearest, scores = ann.scores_from_neighbours(rows, distances, labels, k_search - 1)
+
+        def vectors_of(wanted: np.ndarray) -> np.ndarray:
+            """The vectors of distinct rows ``wanted``, in that order, from their regions."""
+            wanted_ref = ray.put(np.asarray(wanted, dtype=np.int64))
+            parts = ray.get([remote["rows"].remote(str(folder), g, wanted_ref)
+                             for g in range(n_regions)])  # fmt: skip
+            ids = np.concatenate([p[0] for p in parts])
+            vectors = np.concatenate([p[1] for p in parts])[np.argsort(ids)]
+            return np.ascontiguousarray(vectors[np.searchsorted(np.sort(ids), wanted)])
+
+        started = time.perf_counter()
+        refined = np.argsort(-scores, kind="stable")[: min(REFINE_ROWS, n_distinct)]
+        refine_nprobe = min(REFINE_NPROBE, len(quantizer["centroids"]))
+        if len(refined):
+            distances, labels = _refine(
+                remote, folder, quantizer, refined, vectors_of(refined), distances[refined],
+                labels[refined], refine_nprobe, tasks,
+            )  # fmt: skip
+            nearest[refined], scores[refined] = ann.scores_from_neighbours(
+                refined, distances, labels, k_search - 1
+            )
         del distances, labels
+        settings["refined"] = {"rows": len(refined), "nprobe": refine_nprobe}
+        finished("refine", time.perf_counter() - started)
 
         tasks["certify"] = []
 
         def exact_neighbours(candidates: np.ndarray, k: int):
             """Every region's ``k`` nearest rows to ``candidates``, merged, exact."""
-            wanted = ray.put(np.asarray(candidates, dtype=np.int64))
-            parts = ray.get([remote["rows"].remote(str(folder), g, wanted)
-                             for g in range(n_regions)])  # fmt: skip
-            ids = np.concatenate([p[0] for p in parts])
-            vectors = np.concatenate([p[1] for p in parts])[np.argsort(ids)]
-            vectors = vectors[np.searchsorted(np.sort(ids), candidates)]
-            queries = ray.put(np.ascontiguousarray(vectors))
+            queries = ray.put(vectors_of(candidates))
             found_d = np.full((len(candidates), k), np.inf, dtype=np.float32)
             found = np.full((len(candidates), k), -1, dtype=np.int64)
             futures = [remote["exact"].remote(str(folder), g, queries, k)
