@@ -356,8 +356,8 @@ def share_visitors(folder: str, number: int, groups: list[int]):
     A visitor's vector lies in its own region's file; this reads the shard's files whole, in
     order, and writes ``<region>-<shard>.visitors.npy``: the vectors of the region's visitors
     from this shard, in the order it lists them. The search then reads its queries in order
-    too: read one by one from files larger than memory, 10,000,000 rows' visitors took longer
-    than everything else together (``docs/performance.md``).
+    too: read one by one from region files larger than memory, they are random reads, slower
+    at 10,000,000 rows than everything else together (``docs/performance.md``).
     """
     sources = {}
     for group in groups:
