@@ -402,7 +402,7 @@ def search_region(folder: str, group: int, k: int, shards: list[int]):
     are row ids).
     """
     _use_assigned_cpus()
-    parts = _load_region(folder, group, (*REGION_PARTS, "visitors"), shards)
+    parts = _load_region(folder, group, ("ids", "cells", "home", "vectors", "visitors"), shards)
     ids, cells = np.concatenate(parts["ids"]), np.concatenate(parts["cells"])
     queries = np.empty((len(ids), parts["vectors"][0].shape[1]), dtype=np.float32)
     start = 0
