@@ -151,6 +151,35 @@ def test_a_region_searches_its_own_rows_and_its_visitors_exactly(tmp_path, monke
     assert visitors > 100  # rows of other regions were searched as queries
 
 
+def test_the_shards_are_decoded_once(tmp_path, monkeypatch):
+    # The scan leaves each shard's rows as .npy; copies and assignment read that, and the
+    # assignment, their last reader, deletes it.
+    monkeypatch.setattr(sharded_search, "_use_assigned_cpus", lambda: None)
+    monkeypatch.setattr(sharded_search, "_where", dict)
+    rows = clustered_rows(600, seed=3)
+    (path,) = write_shards(rows, tmp_path / "shards", parts=1)
+    folder = tmp_path / "work"
+    folder.mkdir()
+    info, sample = sharded_search.scan_shard(str(path), 0, 0.5, 0, str(folder))
+    assert info["n"] == len(rows)  # the row of an unreadable image is left out
+    path.unlink()  # from here on only the copy holds the rows
+    fetched = sharded_search.fetch_rows(str(path), 0, str(folder), np.array([3, 7]))
+    np.testing.assert_array_equal(fetched, rows[[3, 7]])
+    quantizer = sharded_search.train_quantizer(8, 2, 0, sample)
+    keep = np.ones(len(rows), dtype=bool)
+    keep[5] = False  # a copy of an earlier row: not written
+    sharded_search.assign_shard(str(path), 0, keep, 0, quantizer, 2, str(folder))
+    written = np.concatenate([
+        np.concatenate(sharded_search._load_region(str(folder), group, ("vectors",))["vectors"])
+        for group in range(len(quantizer["regions"]))
+    ])  # fmt: skip
+    assert sorted(map(bytes, written)) == sorted(map(bytes, rows[keep]))
+    assert not list(folder.glob("shard-*"))
+    # Run again without the copy, it reads the shard, which is gone now: named in one line.
+    with pytest.raises(ray_extract.DamagedShardError, match="000.parquet"):
+        sharded_search.fetch_rows(str(path), 0, str(folder), np.array([3]))
+
+
 def test_a_crowded_region_is_split(monkeypatch):
     monkeypatch.setattr(sharded_search, "_use_assigned_cpus", lambda: None)
     monkeypatch.setattr(sharded_search, "_where", dict)

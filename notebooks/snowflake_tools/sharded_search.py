@@ -4,7 +4,9 @@ Notebook 04 chooses this path above :data:`LOCAL_MAX_ROWS` rows (``SEARCH = "aut
 the same certified top-N as ``ann.rank_at_scale`` (steps 4 and 5 explain the ideas), but every
 step that touches the rows is a Ray task, so any node of a cluster can do it:
 
-1. **Scan** each Parquet shard: a content hash per row (to find exact copies) and a sample.
+1. **Scan** each Parquet shard: a content hash per row (to find exact copies), a sample, and
+   a ``.npy`` copy of its rows, which steps 2 and 4 read instead of the shard (decoding
+   Parquet's lists of floats costs several times more than reading the same bytes).
 2. **Copies**: rows with equal hashes are confirmed equal on their vectors; a copy's first row
    stays, the others leave the search (as ``search.group_copies`` does in one process).
 3. **Train** once, on the sample: a two-level IVF quantizer. Coarse centroids split the space
@@ -163,17 +165,37 @@ def _where() -> dict:
             "peak_mib": peak_mib}  # fmt: skip
 
 
-def scan_shard(path: str, sample_share: float, seed: int):
-    """Task: the shard's row hashes and a random sample of its rows (for the training)."""
+def _copy_of(folder: str, number: int) -> Path:
+    """Where :func:`scan_shard` leaves shard ``number``'s readable rows as a ``.npy`` file."""
+    return Path(folder) / f"shard-{number}.rows.npy"
+
+
+def _shard_rows(path: str, number: int, folder: str) -> np.ndarray:
+    """Shard ``number``'s readable rows, memory-mapped from the scan's copy; read from the
+    shard itself when the copy is gone (a task run again after the assignment deleted it)."""
+    try:
+        return np.load(_copy_of(folder, number), mmap_mode="r")
+    except FileNotFoundError:
+        return read_vectors(path)
+
+
+def scan_shard(path: str, number: int, sample_share: float, seed: int, folder: str):
+    """Task: the shard's row hashes and a random sample of its rows (for the training).
+
+    It also leaves the rows in ``folder`` as a ``.npy`` file (:func:`_copy_of`), which the
+    copies and assignment steps read: decoding a Parquet shard of float lists takes several
+    times longer than reading the same rows from a ``.npy`` file.
+    """
     vectors = read_vectors(path)
     rng = np.random.default_rng([seed, len(vectors)])
     sample = vectors[np.flatnonzero(rng.random(len(vectors)) < sample_share)]
+    _save(_copy_of(folder, number), vectors)
     return {"n": len(vectors), "hashes": row_hashes(vectors), **_where()}, sample
 
 
-def fetch_rows(path: str, positions: np.ndarray) -> np.ndarray:
-    """Task: the vectors at ``positions`` among a shard's readable rows."""
-    return read_vectors(path)[positions]
+def fetch_rows(path: str, number: int, folder: str, positions: np.ndarray) -> np.ndarray:
+    """Task: the vectors at ``positions`` among shard ``number``'s readable rows."""
+    return np.asarray(_shard_rows(path, number, folder)[positions])
 
 
 def _kmeans(vectors: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -282,7 +304,7 @@ def assign_shard(
     is this one) and ``.vector_at.npy`` (``(region, shard, position)`` of the row's vector).
     """
     _use_assigned_cpus()
-    vectors = read_vectors(path)[keep]
+    vectors = _shard_rows(path, number, str(folder))[keep]
     ids = first_id + np.arange(len(vectors), dtype=np.int64)
     cells = assign_cells(vectors, quantizer, nprobe)
     regions = np.where(cells >= 0, quantizer["cell_group"][np.maximum(cells, 0)], -1)
@@ -300,17 +322,19 @@ def assign_shard(
                  "cells": np.where(regions[rows] == group, cells[rows], -1),
                  "vector_at": vector_at}  # fmt: skip
         for name, array in parts.items():
-            _save(Path(folder) / f"{group}-{number}", name, array)
+            _save(Path(folder) / f"{group}-{number}.{name}.npy", array)
         written[int(group)] = len(rows)
     home_rows = np.bincount(own_region, minlength=len(quantizer["regions"]))
+    _copy_of(folder, number).unlink(missing_ok=True)  # its last reader: free the disk
     return {"written": written, "home_rows": home_rows, **_where()}
 
 
-def _save(stem: Path, part: str, array: np.ndarray) -> None:
-    """Write ``<stem>.<part>.npy`` whole or not at all (a temporary file, then renamed)."""
-    temporary = stem.with_name(f".{stem.name}.{part}.npy")
+def _save(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` to the ``.npy`` file ``path`` whole or not at all (a temporary file,
+    then renamed)."""
+    temporary = path.with_name(f".{path.name}")
     np.save(temporary, array)
-    temporary.rename(stem.with_name(f"{stem.name}.{part}.npy"))
+    temporary.rename(path)
 
 
 #: The files :func:`assign_shard` writes per region and shard.
@@ -373,7 +397,7 @@ def share_visitors(folder: str, number: int, groups: list[int]):
                 sources[source] = np.load(Path(folder) / f"{source}-{number}.vectors.npy")
             sent = vector_at[:, 0] == source
             visitors[sent] = sources[source][vector_at[sent, 2]]
-        _save(stem, "visitors", visitors)
+        _save(Path(f"{stem}.visitors.npy"), visitors)
     return _where()
 
 
@@ -415,12 +439,16 @@ def search_region(folder: str, group: int, k: int, shards: list[int]):
     return ids, distances, labels, _where()
 
 
-def refine_region(folder: str, group: int, ids: np.ndarray, queries, cells, k: int):
-    """Task: ``queries`` (rows ``ids``) against the region's rows in the cells ``cells``
-    (``(m, nprobe)``, ``-1`` for cells elsewhere), as :func:`search_region` does."""
+def refine_region(folder: str, group: int, asking, vectors, cells, cell_group, k: int):
+    """Task: the rows ``asking`` of ``vectors`` against the region's rows in those of their
+    ``cells`` (each row's nearest cells, ``cell_group`` their regions) that lie in this
+    region, as :func:`search_region` does. Returns ``(asking, distances, labels)``."""
     _use_assigned_cpus()
-    distances, labels = _search_cells(folder, group, queries, cells, k)
-    return ids, distances, labels, _where()
+    mine = cells[asking]
+    in_group = np.where(cell_group[mine] == group, mine, -1)
+    queries = np.ascontiguousarray(vectors[asking])
+    distances, labels = _search_cells(folder, group, queries, in_group, k)
+    return asking, distances, labels, _where()
 
 
 def _search_cells(folder: str, group: int, queries: np.ndarray, cells: np.ndarray, k: int):
@@ -570,16 +598,19 @@ def _refine(remote, folder, quantizer, rows, vectors, distances, labels, nprobe,
     """Search ``rows`` (their ``vectors``) again in their ``nprobe`` nearest cells over all
     regions; returns their nearest, ``distances`` and ``labels`` merged with what was found.
     Real rows at exact distances again, so the scores stay upper bounds."""
+    import ray
+
     cells = faiss.knn(vectors, quantizer["centroids"], nprobe)[1]
     regions = quantizer["cell_group"][cells]
-    futures = []
-    for group in np.unique(regions):
-        asking = np.flatnonzero((regions == group).any(axis=1))
-        in_group = np.where(regions[asking] == group, cells[asking], -1)
-        k = labels.shape[1]
-        futures.append(
-            remote["refine"].remote(str(folder), int(group), asking, vectors[asking], in_group, k)
-        )
+    # Put once for all tasks: a row's nearest cells lie in most regions, and a copy of its
+    # vector per region would fill Ray's object store (6 GB at 10,000,000 rows).
+    shared = [ray.put(array) for array in (vectors, cells, quantizer["cell_group"])]
+    futures = [
+        remote["refine"].remote(str(folder), int(group),
+                                np.flatnonzero((regions == group).any(axis=1)), *shared,
+                                labels.shape[1])
+        for group in np.unique(regions)
+    ]  # fmt: skip
     tasks["refine"] = []
     for asking, found_d, found, where in _gather(futures, "refining the top", False):
         distances[asking], labels[asking] = merge_nearest(
@@ -606,7 +637,7 @@ class ShardedRanking:
             regions the search took; ``queries_per_row``: regions listing a row, on average;
             ``refined``: rows searched again before the certificate, and in how many cells).
         seconds: wall time per phase (scan, copies, train, assign, exchange, search, merge,
-            refine, certify).
+            refine, certify; recall: the exact search of the recall sample, when asked for).
         tasks: per phase, a list of ``{"node", "pid", "peak_mib"}`` of the tasks that ran it.
         shards: the shard paths, in the order their rows are numbered.
         recall_at_1: ``(recall, rows sampled)`` when asked for, else None.
@@ -629,8 +660,9 @@ class ShardedRanking:
     look_alikes: dict = dataclasses.field(default_factory=dict)
 
     def search_seconds(self) -> float:
-        """Wall time of every phase but the certificate (``certified.seconds``)."""
-        return sum(wall for phase, wall in self.seconds.items() if phase != "certify")
+        """Wall time of the phases before the certificate (``certified.seconds``)."""
+        return sum(wall for phase, wall in self.seconds.items()
+                   if phase not in ("certify", "recall"))  # fmt: skip
 
     def record(self) -> dict:
         """The run.json entries: certificate, shards, where each phase ran, memory."""
@@ -646,7 +678,7 @@ class ShardedRanking:
         }  # fmt: skip
 
 
-def _find_copies(paths, counts, hashes, progress: bool, fetch):
+def _find_copies(paths, counts, hashes, progress: bool, fetch, folder: str):
     """Which rows stay, and which earlier row each other one copies (confirmed on vectors).
 
     Returns ``(keep, copied)``: bool per row (False for a copy of an earlier row) and, per row
@@ -661,7 +693,8 @@ def _find_copies(paths, counts, hashes, progress: bool, fetch):
     offsets = np.concatenate([[0], np.cumsum(counts)])
     shard_of = np.searchsorted(offsets, suspects, side="right") - 1
     futures = [
-        fetch.remote(paths[s], suspects[shard_of == s] - offsets[s]) for s in np.unique(shard_of)
+        fetch.remote(paths[s], int(s), folder, suspects[shard_of == s] - offsets[s])
+        for s in np.unique(shard_of)
     ]
     vectors = np.concatenate(_gather(futures, "confirming copies", progress))
     # Rows are in global order, so each group's first row is its earliest: the one that stays.
@@ -688,7 +721,8 @@ def rank_sharded(
 
     Ray must be running (``ray_extract.start_ray``). The rows are numbered in the order of
     ``shard_paths``, readable rows only, as ``ray_extract.read_shards`` would stack them.
-    ``work_dir`` receives the region files for the run and loses them when it ends.
+    ``work_dir`` (on a cluster, a folder every node sees) receives a copy of each shard's
+    rows until it is assigned, then the region files, and loses them when the run ends.
     ``cells`` and ``nprobe`` override the index (``ann.choose_index``'s by default).
     ``recall_sample`` rows, drawn at random, are searched exactly too, for ``recall_at_1``.
     ``look_alikes``: how many nearest distinct rows each of the top-N (ties included) gets,
@@ -725,39 +759,41 @@ def rank_sharded(
     scan = ray.remote(
         num_cpus=1, num_returns=2, scheduling_strategy="SPREAD", **SHARD_TASK_OPTIONS
     )(scan_shard)
-    scanned = [scan.remote(path, share, seed) for path in paths]
-    infos = _gather([info for info, _ in scanned], "scanning shards", progress)
-    tasks["scan"] = [{key: info[key] for key in ("node", "pid", "peak_mib")} for info in infos]
-    counts = np.array([info["n"] for info in infos], dtype=np.int64)
-    hashes = np.concatenate([info["hashes"] for info in infos])
-    finished("scan", time.perf_counter() - started)
-
-    started = time.perf_counter()
-    keep, copied = _find_copies(paths, counts, hashes, progress, remote["fetch"])
-    del hashes
-    distinct_rows = np.flatnonzero(keep)
-    n_distinct = len(distinct_rows)
-    copies_of = np.bincount(np.searchsorted(distinct_rows, copied), minlength=n_distinct)
-    distinct_of = np.cumsum(keep) - 1
-    distinct_of[~keep] = distinct_of[copied]
-    finished("copies", time.perf_counter() - started)
-
-    started = time.perf_counter()
-    n_groups = max(1, math.ceil(n_distinct / group_rows))
-    node_cpus = min(int(node["Resources"].get("CPU", 1)) for node in ray.nodes() if node["Alive"])
-    train = ray.remote(num_cpus=max(1, node_cpus), **SHARD_TASK_OPTIONS)(train_quantizer)
-    quantizer = ray.get(train.remote(n_cells, n_groups, seed, *[s for _, s in scanned]))
-    del scanned
-    tasks["train"] = [{key: quantizer[key] for key in ("node", "pid", "peak_mib")}]
-    n_regions = len(quantizer["regions"])
-    settings = {"kind": "ivf-sharded", "cells": len(quantizer["centroids"]),
-                "regions": n_regions, "regions_probed": regions_to_probe(n_regions),
-                "nprobe": n_probe}  # fmt: skip
-    finished("train", time.perf_counter() - started)
-
     folder = Path(work_dir) / f".regions-{uuid.uuid4().hex}"
     folder.mkdir(parents=True)
     try:
+        scanned = [scan.remote(path, number, share, seed, str(folder))
+                   for number, path in enumerate(paths)]  # fmt: skip
+        infos = _gather([info for info, _ in scanned], "scanning shards", progress)
+        tasks["scan"] = [{key: info[key] for key in ("node", "pid", "peak_mib")} for info in infos]
+        counts = np.array([info["n"] for info in infos], dtype=np.int64)
+        hashes = np.concatenate([info["hashes"] for info in infos])
+        finished("scan", time.perf_counter() - started)
+
+        started = time.perf_counter()
+        keep, copied = _find_copies(paths, counts, hashes, progress, remote["fetch"], str(folder))
+        del hashes
+        distinct_rows = np.flatnonzero(keep)
+        n_distinct = len(distinct_rows)
+        copies_of = np.bincount(np.searchsorted(distinct_rows, copied), minlength=n_distinct)
+        distinct_of = np.cumsum(keep) - 1
+        distinct_of[~keep] = distinct_of[copied]
+        finished("copies", time.perf_counter() - started)
+
+        started = time.perf_counter()
+        n_groups = max(1, math.ceil(n_distinct / group_rows))
+        node_cpus = min(int(node["Resources"].get("CPU", 1)) for node in ray.nodes()
+                        if node["Alive"])  # fmt: skip
+        train = ray.remote(num_cpus=max(1, node_cpus), **SHARD_TASK_OPTIONS)(train_quantizer)
+        quantizer = ray.get(train.remote(n_cells, n_groups, seed, *[s for _, s in scanned]))
+        del scanned
+        tasks["train"] = [{key: quantizer[key] for key in ("node", "pid", "peak_mib")}]
+        n_regions = len(quantizer["regions"])
+        settings = {"kind": "ivf-sharded", "cells": len(quantizer["centroids"]),
+                    "regions": n_regions, "regions_probed": regions_to_probe(n_regions),
+                    "nprobe": n_probe}  # fmt: skip
+        finished("train", time.perf_counter() - started)
+
         started = time.perf_counter()
         quantizer_ref = ray.put({k: quantizer[k] for k in ("centroids", "cell_group", "regions")})
         offsets = np.concatenate([[0], np.cumsum(counts)])
@@ -839,11 +875,13 @@ def rank_sharded(
         finished("certify", certified.seconds)
         recall = None
         if recall_sample:  # as ann.recall_at_1: found when as near as the exact nearest
+            started = time.perf_counter()
             rng = np.random.default_rng(seed)
             sample = np.sort(rng.choice(n_distinct, min(recall_sample, n_distinct), False))
             exact_scores = exact_knn(sample)[1]
             found = scores[sample] <= exact_scores * (1 + ann.FLOAT_SLACK)
             recall = (float(found.mean()), len(sample))
+            finished("recall", time.perf_counter() - started)
         top_look_alikes = {}
         if look_alikes and n_distinct > 1:
             kth = np.sort(certified.scores[certified.exact_rows])[::-1][certified.top_n - 1]
