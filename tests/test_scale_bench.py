@@ -59,5 +59,6 @@ def test_quick_scale_bench_writes_markdown_and_json(tmp_path):
     for nodes, row in sharded.items():
         assert row["certified"] and row["same_top_as_in_process"], row
         assert row["nodes_by_phase"]["search"] == row["nodes_by_phase"]["certify"] == nodes, row
+        assert row["recall_seconds"] == row["seconds"]["recall"] > 0, row  # timed apart
     markdown = out.read_text()
     assert "| 3,000 | ivf" in markdown and "Ray Data, two nodes" in markdown
