@@ -47,8 +47,9 @@ bench: $(STAMP)
 
 # Search at 10k, 100k and 1M synthetic rows, Ray Data extraction, and the sharded search on Ray:
 # 1,000,000 rows on one node and on two (compared with the in-process path) and 10,000,000 rows
-# (~20 GB of shards in a temporary folder, BENCH_TMP to choose where). It takes hours on 2 cores,
-# the 10,000,000-row case most of it. Only the sharded cases: scale_bench.py --only-sharded.
+# (~20 GB of shards in a temporary folder, BENCH_TMP to choose where; it ran with 70 GB free). It
+# takes hours on 2 cores, the 10,000,000-row case about an hour of it (docs/performance.md).
+# Only the sharded cases: scale_bench.py --only-sharded.
 bench-scale: $(STAMP)
 	mkdir -p $(RESULTS)
 	$(BIN)/python benchmarks/scale_bench.py --out $(RESULTS)/bench_scale.md
