@@ -304,7 +304,7 @@ def assign_shard(
     is this one) and ``.vector_at.npy`` (``(region, shard, position)`` of the row's vector).
     """
     _use_assigned_cpus()
-    vectors = _shard_rows(path, number, str(folder))[keep]
+    vectors = _shard_rows(path, number, folder)[keep]
     ids = first_id + np.arange(len(vectors), dtype=np.int64)
     cells = assign_cells(vectors, quantizer, nprobe)
     regions = np.where(cells >= 0, quantizer["cell_group"][np.maximum(cells, 0)], -1)
