@@ -575,7 +575,8 @@ def sharded_report(results: list[dict]) -> str:
             f"({index['region_rows']['smallest']:,} to {index['region_rows']['largest']:,} "
             f"rows, {index['regions_probed']} probed, {index['queries_per_row']} listing a row, "
             f"searched in {index['visitor_batches']} batches), nprobe {index['nprobe']}; top "
-            f"{index['refined']['rows']:,} searched again in {index['refined']['nprobe']} cells | "
+            f"{index['refined']['rows']:,} searched again in {index['refined']['nprobe']} cells "
+            f"({index['refined']['rounds']} rounds) | "
             + " | ".join(f"{r['seconds'].get(p, 0):.1f}" for p in phases)
             + f" | {r['total_seconds']:.1f} | {r['certificate_candidates']:,} | "
             f"{'yes' if r['certified'] else 'NO'} "

@@ -62,7 +62,10 @@ def test_sloppy_index_misses_are_caught(local_ray, tmp_path, monkeypatch):
     paths = write_shards(rows, tmp_path / "shards", parts=3)
     local, _, _ = ann.rank_at_scale(rows, "flat", TOP_N)
     runs = {}
-    for refine_rows in (0, 600):  # the top searched again in 64 cells, or not
+    # The top searched again in an eighth of the cells (50 rows first, then those above the
+    # top-N-th refined score, 600 at most), or not at all.
+    monkeypatch.setattr(sharded_search, "REFINE_FIRST_ROWS", 50)
+    for refine_rows in (0, 600):
         monkeypatch.setattr(sharded_search, "REFINE_ROWS", refine_rows)
         runs[refine_rows] = sharded_search.rank_sharded(
             paths, tmp_path, TOP_N, cells=300, nprobe=1, group_rows=300, progress=False
@@ -70,11 +73,17 @@ def test_sloppy_index_misses_are_caught(local_ray, tmp_path, monkeypatch):
         assert same_certified_top(runs[refine_rows], local)
     missed = runs[0].approximate_nearest != local.certified.nearest
     assert missed.sum() > 100  # the index really is sloppy
+    assert runs[0].settings["refined"] == {"rows": 0, "nprobe": 38, "rounds": 0}
     # Searched again, the top rows find the neighbours they missed: the scores outside the
     # exact candidates are bounded lower, nearer the exact top-N (fewer candidates at scale).
     refined = runs[600]
-    assert refined.settings["refined"] == {"rows": 600, "nprobe": 64}
+    assert refined.settings["refined"]["nprobe"] == 38  # 300 cells / 8
+    assert refined.settings["refined"]["rounds"] >= 2
+    assert 50 < refined.settings["refined"]["rows"] <= 600
     assert refined.certified.bound < runs[0].certified.bound
+    # The rows of the exact top-N all found their nearest row: their scores are exact already.
+    top = np.argsort(-local.certified.scores, kind="stable")[:TOP_N]
+    assert (refined.approximate_nearest[top] == local.certified.nearest[top]).all()
     assert (refined.approximate_nearest != local.certified.nearest).sum() < missed.sum()
     assert set(refined.record()["nodes_by_phase"]) >= {"refine"}
 
