@@ -232,9 +232,13 @@ def ray_for_bench(nodes: int, extra_cpus: int = 0):
         cluster.shutdown()
 
 
-def sharded_case(n: int, compare_max: int, nodes: int = 1, group_rows: int | None = None) -> dict:
+def sharded_case(
+    n: int, compare_max: int, nodes: int = 1, group_rows: int | None = None,
+    nprobe: int | None = None,
+) -> dict:  # fmt: skip
     """The sharded path on ``n`` rows from shards on disk (this child process is the driver),
-    on ``nodes`` Ray nodes, ``group_rows`` rows per region (``sharded_search``'s default)."""
+    on ``nodes`` Ray nodes, ``group_rows`` rows per region and ``nprobe`` cells per row
+    (``sharded_search``'s defaults when None)."""
     from snowflake_tools import ray_extract, sharded_search
 
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as folder:
@@ -250,7 +254,7 @@ def sharded_case(n: int, compare_max: int, nodes: int = 1, group_rows: int | Non
             started = time.perf_counter()
             ranking = sharded_search.rank_sharded(
                 paths, folder, TOP_N, recall_sample=RECALL_SAMPLE, progress=False,
-                group_rows=group_rows or sharded_search.GROUP_ROWS,
+                group_rows=group_rows or sharded_search.GROUP_ROWS, nprobe=nprobe,
                 on_phase=lambda phase, wall: progress(f"n = {n:,}: {phase} {wall:,.1f} s"),
             )  # fmt: skip
             # The recall sample is the bench's check, not part of the ranking: timed apart.
@@ -618,6 +622,9 @@ def main() -> None:
     parser.add_argument(
         "--group-rows", type=int, help="rows per region of the sharded search (its default)"
     )
+    parser.add_argument(
+        "--sharded-nprobe", type=int, help="cells a row probes in the sharded search (its default)"
+    )
     parser.add_argument("--child-search", nargs=2, metavar=("N", "KIND"), help=argparse.SUPPRESS)
     parser.add_argument("--child-sharded", nargs=2, type=int, help=argparse.SUPPRESS)
     parser.add_argument("--child-shards", nargs=2, help=argparse.SUPPRESS)
@@ -633,7 +640,7 @@ def main() -> None:
         return
     if args.child_sharded:
         n, nodes = args.child_sharded
-        result = sharded_case(n, args.compare_max, nodes, args.group_rows)
+        result = sharded_case(n, args.compare_max, nodes, args.group_rows, args.sharded_nprobe)
         print(RESULT_PREFIX + json.dumps(result), flush=True)
         return
     if args.only_sharded:
@@ -661,6 +668,8 @@ def main() -> None:
             settings = ["--compare-max", str(args.compare_max)]
             if args.group_rows:
                 settings += ["--group-rows", str(args.group_rows)]
+            if args.sharded_nprobe:
+                settings += ["--sharded-nprobe", str(args.sharded_nprobe)]
             child = ["--child-sharded", n, str(nodes), *settings]
             sharded_results.append(run_child(child, True))
     extraction = {}
