@@ -110,6 +110,23 @@ def test_batches_fit_the_budget():
     assert sharded_search.batches_within([], 100) == []
 
 
+def test_regions_go_to_the_alive_nodes_in_turn_by_their_cpus(monkeypatch):
+    import ray
+
+    a, b, c = ("a" * 56, "b" * 56, "c" * 56)  # node ids: 28 bytes, in hex
+    nodes = [
+        {"NodeID": b, "Alive": True, "Resources": {"CPU": 1.0}},
+        {"NodeID": a, "Alive": True, "Resources": {"CPU": 2.0}},
+        {"NodeID": c, "Alive": False, "Resources": {"CPU": 8.0}},  # gone: gets nothing
+    ]
+    monkeypatch.setattr(ray, "nodes", lambda: nodes)
+    placement = sharded_search.region_placement(7)
+    assert [strategy.node_id for strategy in placement] == [a, b, a, a, b, a, a]
+    assert all(strategy.soft for strategy in placement)  # a node that leaves hands them on
+    monkeypatch.setattr(ray, "nodes", lambda: nodes[2:])
+    assert sharded_search.region_placement(2) == ["SPREAD", "SPREAD"]
+
+
 def test_a_region_searches_its_own_rows_and_its_visitors_exactly(tmp_path, monkeypatch):
     # The tasks run in this process; every answer is checked against brute force over the
     # rows of the cells each query probes in that region.

@@ -34,7 +34,8 @@ step that touches the rows is a Ray task, so any node of a cluster can do it:
    for each candidate, its nearest rows there; the driver keeps the nearest.
 
 No process holds all rows: a task holds one shard or one region and its visitors; the driver
-holds a few numbers per row (hash, scores, nearest). IVF-PQ with fast scan would keep less in
+holds a few numbers per row (hash, scores, nearest). A region's tasks all run on one node, the
+nodes taking regions in turn (:func:`region_placement`). IVF-PQ with fast scan would keep less in
 memory, but on pooled-feature-like rows its 4-bit codes ranked the true nearest row among the
 first 16 for only 11 % of rows (200,000 rows, 512 values; ``make bench-scale``), so IVF-Flat it is.
 """
@@ -80,6 +81,11 @@ REGION_SPLIT_ROUNDS = 3
 #: Queries one search task reads at most (a region many rows visit is searched in parts):
 #: 1,000,000 rows of 512 float32 values are 2 GB, beside the region's own rows.
 QUERY_ROWS = 1_000_000
+#: Cells each row probes in the search, half of ``ann.IVF_NPROBE``: the refine makes the
+#: scores near the top nearly exact whatever the search found, so this sets the recall of the
+#: other rows only. At 10,000,000 rows, 4 cells found the nearest row for 99.0 % of them and
+#: 8 cells for 99.4 %, in 23.7 minutes against 31.8 (``make bench-scale``, 2 cores).
+NPROBE = 4
 #: Share of all cells a refined row probes (its nearest): on 200,000 rows like the benchmark's,
 #: the rows with the largest exact scores found their nearest row probing 3.6 % of the cells
 #: for 90 % of them, 14 % for all of them; typical rows, 99.4 % at 0.4 %.
@@ -263,6 +269,28 @@ def train_quantizer(cells: int, groups: int, seed: int, *samples):
     centroids, cell_group = np.concatenate(centroids), np.concatenate(cell_group)
     return {"centroids": centroids, "cell_group": cell_group, "regions": np.stack(regions),
             **_where()}  # fmt: skip
+
+
+def region_placement(n_regions: int) -> list:
+    """Per region, the node its tasks (search, refine, certificate) run on: the alive nodes in
+    turn, each as often as it has CPUs (soft: a node that leaves hands its regions to others).
+
+    ``"SPREAD"`` alone is a hint: a worker Ray has leased goes on with the next queued task of
+    its kind, so a round of short tasks can all run on the node whose worker was ready first,
+    the other idle. One node per region also reads a region's files on the same node in every
+    phase, where its page cache may still hold them.
+    """
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    cpus = {node["NodeID"]: int(node["Resources"].get("CPU", 0))
+            for node in ray.nodes() if node["Alive"]}  # fmt: skip
+    turns = [node for turn in range(max(cpus.values(), default=0))
+             for node in sorted(cpus) if cpus[node] > turn]  # fmt: skip
+    if not turns:
+        return ["SPREAD"] * n_regions
+    return [NodeAffinitySchedulingStrategy(turns[group % len(turns)], soft=True)
+            for group in range(n_regions)]  # fmt: skip
 
 
 def regions_to_probe(n_regions: int) -> int:
@@ -552,7 +580,9 @@ def _gather(futures: list, description: str, progress: bool) -> list:
     return ray.get(futures)
 
 
-def _search_regions(remote, folder, listed, batches, n_distinct, k, progress, tasks, finished):
+def _search_regions(
+    remote, at_region, folder, listed, batches, n_distinct, k, progress, tasks, finished
+):
     """Steps 5 and 6, a batch of regions at a time: each row's ``k`` nearest over the regions
     (``distances``, ``labels``). ``listed``: per shard and region, the rows the region lists
     from the shard. A batch's visitor files go once its regions are searched."""
@@ -578,7 +608,7 @@ def _search_regions(remote, folder, listed, batches, n_distinct, k, progress, ta
         started, merged = time.perf_counter(), seconds["merge"]
         # Only the pending tasks are referenced: a region's answer leaves the object store
         # (and this process) once merged, instead of all of them staying to the end.
-        pending = [remote["search"].remote(str(folder), group, k, shards)
+        pending = [at_region("search", group).remote(str(folder), group, k, shards)
                    for group in batch for shards in parts[group]]  # fmt: skip
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
@@ -601,7 +631,7 @@ def _search_regions(remote, folder, listed, batches, n_distinct, k, progress, ta
     return distances, labels
 
 
-def _refine(remote, folder, quantizer, rows, vectors, distances, labels, nprobe, tasks):
+def _refine(at_region, folder, quantizer, rows, vectors, distances, labels, nprobe, tasks):
     """Search ``rows`` (their ``vectors``) again in their ``nprobe`` nearest cells over all
     regions; returns their nearest, ``distances`` and ``labels`` merged with what was found.
     Real rows at exact distances again, so the scores stay upper bounds."""
@@ -613,9 +643,9 @@ def _refine(remote, folder, quantizer, rows, vectors, distances, labels, nprobe,
     # vector per region would fill Ray's object store (6 GB at 10,000,000 rows).
     shared = [ray.put(array) for array in (vectors, cells, quantizer["cell_group"])]
     futures = [
-        remote["refine"].remote(str(folder), int(group),
-                                np.flatnonzero((regions == group).any(axis=1)), *shared,
-                                labels.shape[1])
+        at_region("refine", group).remote(str(folder), int(group),
+                                          np.flatnonzero((regions == group).any(axis=1)),
+                                          *shared, labels.shape[1])
         for group in np.unique(regions)
     ]  # fmt: skip
     tasks.setdefault("refine", [])
@@ -627,9 +657,8 @@ def _refine(remote, folder, quantizer, rows, vectors, distances, labels, nprobe,
     return distances, labels
 
 
-def _refine_top(
-    remote, folder, quantizer, vectors_of, distances, labels, nearest, scores, top_n, nprobe, tasks
-) -> dict:
+def _refine_top(at_region, folder, quantizer, vectors_of, distances, labels, nearest, scores,
+                top_n, nprobe, tasks) -> dict:  # fmt: skip
     """Refine the rows that could reach the top ``top_n`` (step 7), updating ``nearest`` and
     ``scores`` in place: first the :data:`REFINE_FIRST_ROWS` highest scores, then, round after
     round, every row whose score is still above the ``top_n``-th refined score, at most
@@ -644,7 +673,7 @@ def _refine_top(
     rounds = 0
     while len(todo):
         rounds += 1
-        found_d, found = _refine(remote, folder, quantizer, todo, vectors_of(todo),
+        found_d, found = _refine(at_region, folder, quantizer, todo, vectors_of(todo),
                                  distances[todo], labels[todo], nprobe, tasks)  # fmt: skip
         nearest[todo], scores[todo] = ann.scores_from_neighbours(todo, found_d, found, k_search - 1)
         refined[todo] = True
@@ -760,7 +789,8 @@ def rank_sharded(
     ``shard_paths``, readable rows only, as ``ray_extract.read_shards`` would stack them.
     ``work_dir`` (on a cluster, a folder every node sees) receives a copy of each shard's
     rows until it is assigned, then the region files, and loses them when the run ends.
-    ``cells`` and ``nprobe`` override the index (``ann.choose_index``'s by default).
+    ``cells`` and ``nprobe`` override the index (``ann.choose_index``'s cells and
+    :data:`NPROBE` by default).
     ``recall_sample`` rows, drawn at random, are searched exactly too, for ``recall_at_1``.
     ``look_alikes``: how many nearest distinct rows each of the top-N (ties included) gets,
     exactly, in ``ShardedRanking.look_alikes`` (notebook 04 shows them beside each top flake).
@@ -789,9 +819,8 @@ def rank_sharded(
 
     started = time.perf_counter()
     n_listed = count_rows(paths)
-    settings = ann.choose_index(max(n_listed, 1), "ivf", nprobe)
-    n_cells = cells or settings["cells"]
-    n_probe = min(n_cells, nprobe or settings["nprobe"])
+    n_cells = cells or ann.choose_index(max(n_listed, 1), "ivf")["cells"]
+    n_probe = min(n_cells, nprobe or NPROBE)
     share = min(1.0, TRAIN_PER_CELL * n_cells / max(n_listed, 1))
     scan = ray.remote(
         num_cpus=1, num_returns=2, scheduling_strategy="SPREAD", **SHARD_TASK_OPTIONS
@@ -829,6 +858,12 @@ def rank_sharded(
         settings = {"kind": "ivf-sharded", "cells": len(quantizer["centroids"]),
                     "regions": n_regions, "regions_probed": regions_to_probe(n_regions),
                     "nprobe": n_probe}  # fmt: skip
+        placement = region_placement(n_regions)
+
+        def at_region(name: str, group: int):
+            """The task ``name`` for region ``group``, to run on that region's node."""
+            return remote[name].options(scheduling_strategy=placement[group])
+
         finished("train", time.perf_counter() - started)
 
         started = time.perf_counter()
@@ -857,15 +892,16 @@ def rank_sharded(
         settings["visitor_batches"] = len(batches)
         settings["queries_per_row"] = round(float(listed.sum() / max(n_distinct, 1)), 2)
         distances, labels = _search_regions(
-            remote, folder, listed, batches, n_distinct, k_search, progress, tasks, finished
-        )
+            remote, at_region, folder, listed, batches, n_distinct, k_search, progress, tasks,
+            finished,
+        )  # fmt: skip
         rows = np.arange(n_distinct, dtype=np.int64)
         nearest, scores = ann.scores_from_neighbours(rows, distances, labels, k_search - 1)
 
         def vectors_of(wanted: np.ndarray) -> np.ndarray:
             """The vectors of distinct rows ``wanted``, in that order, from their regions."""
             wanted_ref = ray.put(np.asarray(wanted, dtype=np.int64))
-            parts = ray.get([remote["rows"].remote(str(folder), g, wanted_ref)
+            parts = ray.get([at_region("rows", g).remote(str(folder), g, wanted_ref)
                              for g in range(n_regions)])  # fmt: skip
             ids = np.concatenate([p[0] for p in parts])
             vectors = np.concatenate([p[1] for p in parts])[np.argsort(ids)]
@@ -875,7 +911,7 @@ def rank_sharded(
         trained = settings["cells"]
         refine_nprobe = min(trained, max(n_probe, math.ceil(REFINE_CELL_SHARE * trained)))
         settings["refined"] = _refine_top(
-            remote, folder, quantizer, vectors_of, distances, labels, nearest, scores, top_n,
+            at_region, folder, quantizer, vectors_of, distances, labels, nearest, scores, top_n,
             refine_nprobe, tasks,
         )  # fmt: skip
         del distances, labels
@@ -888,7 +924,7 @@ def rank_sharded(
             queries = ray.put(vectors_of(candidates))
             found_d = np.full((len(candidates), k), np.inf, dtype=np.float32)
             found = np.full((len(candidates), k), -1, dtype=np.int64)
-            futures = [remote["exact"].remote(str(folder), g, queries, k)
+            futures = [at_region("exact", g).remote(str(folder), g, queries, k)
                        for g in range(n_regions)]  # fmt: skip
             for more_d, more, where in _gather(futures, "certifying", progress):
                 found_d, found = merge_nearest(found_d, found, more_d, more, k)
