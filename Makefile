@@ -47,8 +47,8 @@ bench: $(STAMP)
 
 # Search at 10k, 100k and 1M synthetic rows, Ray Data extraction, and the sharded search on Ray:
 # 1,000,000 rows on one node and on two (compared with the in-process path) and 10,000,000 rows
-# (~20 GB of shards in a temporary folder, BENCH_TMP to choose where; it ran with 70 GB free). It
-# takes hours on 2 cores, the 10,000,000-row case about an hour of it (docs/performance.md).
+# (~20 GB of shards in a temporary folder, BENCH_TMP to choose where; it ran with 77 GB free). It
+# takes hours on 2 cores, the 10,000,000-row case about 30 minutes of it (docs/performance.md).
 # Only the sharded cases: scale_bench.py --only-sharded.
 bench-scale: $(STAMP)
 	mkdir -p $(RESULTS)
